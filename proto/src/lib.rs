@@ -1,0 +1,225 @@
+//! Wire types shared by every Veza service: newtype IDs, room roles, grants and the claims of
+//! the media token. No I/O lives here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new random (v4) id.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A registered user.
+    UserId
+);
+id_type!(
+    /// A room.
+    RoomId
+);
+id_type!(
+    /// One presence of a user in a room: every join gets a new one.
+    ParticipantId
+);
+id_type!(
+    /// A published media track.
+    TrackId
+);
+
+/// A user's role in a room, from most to least powerful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Created the room; may do anything in it, cannot be removed.
+    Owner,
+    /// Manages members, mutes and kicks; cannot touch the owner.
+    Moderator,
+    /// Talks and listens.
+    Speaker,
+    /// Listens and chats.
+    Listener,
+}
+
+impl Role {
+    /// The stable lowercase name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Moderator => "moderator",
+            Role::Speaker => "speaker",
+            Role::Listener => "listener",
+        }
+    }
+
+    /// True for the roles that manage members (owner, moderator).
+    pub fn can_moderate(self) -> bool {
+        matches!(self, Role::Owner | Role::Moderator)
+    }
+
+    /// What a participant with this role may do with media and chat.
+    pub fn grants(self) -> Grants {
+        Grants {
+            can_publish: !matches!(self, Role::Listener),
+            can_subscribe: true,
+            can_chat: true,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a string that names no role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownRole;
+
+impl fmt::Display for UnknownRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("role must be one of owner, moderator, speaker, listener")
+    }
+}
+
+impl std::error::Error for UnknownRole {}
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "owner" => Ok(Role::Owner),
+            "moderator" => Ok(Role::Moderator),
+            "speaker" => Ok(Role::Speaker),
+            "listener" => Ok(Role::Listener),
+            _ => Err(UnknownRole),
+        }
+    }
+}
+
+/// Who can see and join a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Listed to everyone; any user may join as a listener.
+    Public,
+    /// Listed to members only; only members may join.
+    Private,
+}
+
+impl Visibility {
+    /// The stable lowercase name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+        }
+    }
+
+    /// Parses the database form; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "public" => Some(Visibility::Public),
+            "private" => Some(Visibility::Private),
+            _ => None,
+        }
+    }
+}
+
+/// What a media token allows its bearer to do in one room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    /// May send audio.
+    pub can_publish: bool,
+    /// May receive the room's audio.
+    pub can_subscribe: bool,
+    /// May send chat messages.
+    pub can_chat: bool,
+}
+
+/// The audience of access tokens (REST API).
+pub const ACCESS_AUDIENCE: &str = "veza-api";
+/// The audience of media tokens (signaling, WHIP/WHEP, QUIC).
+pub const MEDIA_AUDIENCE: &str = "veza-media";
+
+/// Claims of a media token: a short-lived JWT that admits one participant to one room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaClaims {
+    /// Issuer: the public URL of the API that minted it.
+    pub iss: String,
+    /// Subject: the user.
+    pub sub: UserId,
+    /// Always [`MEDIA_AUDIENCE`].
+    pub aud: String,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Unique token id.
+    pub jti: String,
+    /// The room this token admits to.
+    pub room: RoomId,
+    /// The participant identity inside the room.
+    pub participant: ParticipantId,
+    /// Display name.
+    pub name: String,
+    /// The user's role in the room when the token was minted.
+    pub role: Role,
+    /// What the participant may do.
+    pub grants: Grants,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_round_trip_and_grant_by_rank() {
+        for role in [Role::Owner, Role::Moderator, Role::Speaker, Role::Listener] {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+            assert!(role.grants().can_subscribe && role.grants().can_chat);
+        }
+        assert!(!Role::Listener.grants().can_publish);
+        assert!(Role::Speaker.grants().can_publish);
+        assert!("admin".parse::<Role>().is_err());
+    }
+}
