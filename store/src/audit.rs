@@ -57,7 +57,11 @@ impl Store {
     }
 
     /// Entries newest first, at most `limit`, with ids below `before` when given.
-    pub async fn list_audit(&self, before: Option<i64>, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+    pub async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, actor_id, action, target, ip, detail, created_at FROM audit_log \
              WHERE id < $1 ORDER BY id DESC LIMIT $2",

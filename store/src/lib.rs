@@ -73,8 +73,7 @@ impl Store {
     /// Connects to `url` (`postgres://…`, or `sqlite://path`, whose file is created if missing).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         install_default_drivers();
-        let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
-        {
+        let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
         } else if url.starts_with("sqlite:") {
             let sep = if url.contains('?') { '&' } else { '?' };

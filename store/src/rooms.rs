@@ -129,11 +129,13 @@ impl Store {
 
     /// The room with this id.
     pub async fn room(&self, id: RoomId) -> Result<Room, StoreError> {
-        let row = sqlx::query(&format!("SELECT {ROOM_COLUMNS} FROM rooms r WHERE r.id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&format!(
+            "SELECT {ROOM_COLUMNS} FROM rooms r WHERE r.id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         room_from_row(&row)
     }
 
@@ -145,9 +147,8 @@ impl Store {
         limit: i64,
         after: Option<(i64, RoomId)>,
     ) -> Result<Vec<RoomWithRole>, StoreError> {
-        let (cursor_at, cursor_id) = after.map_or((i64::MAX, String::new()), |(at, id)| {
-            (at, id.to_string())
-        });
+        let (cursor_at, cursor_id) =
+            after.map_or((i64::MAX, String::new()), |(at, id)| (at, id.to_string()));
         let rows = sqlx::query(&format!(
             "SELECT {ROOM_COLUMNS}, m.role FROM rooms r \
              LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $1 \
@@ -213,7 +214,11 @@ impl Store {
     }
 
     /// The user's role in the room, `None` when not a member.
-    pub async fn member_role(&self, room: RoomId, user: UserId) -> Result<Option<Role>, StoreError> {
+    pub async fn member_role(
+        &self,
+        room: RoomId,
+        user: UserId,
+    ) -> Result<Option<Role>, StoreError> {
         let role: Option<String> =
             sqlx::query_scalar("SELECT role FROM room_members WHERE room_id = $1 AND user_id = $2")
                 .bind(room.to_string())
@@ -225,7 +230,12 @@ impl Store {
 
     /// Gives the user `role` in the room, adding them as a member if needed. A banned user
     /// cannot be made a member ([`StoreError::Conflict`]).
-    pub async fn set_member_role(&self, room: RoomId, user: UserId, role: Role) -> Result<(), StoreError> {
+    pub async fn set_member_role(
+        &self,
+        room: RoomId,
+        user: UserId,
+        role: Role,
+    ) -> Result<(), StoreError> {
         if self.is_banned(room, user).await? {
             return Err(StoreError::Conflict("ban"));
         }
@@ -270,7 +280,10 @@ impl Store {
         rows.iter()
             .map(|row| {
                 Ok(Member {
-                    user_id: parse_id("room_members.user_id", &row.try_get::<String, _>("user_id")?)?,
+                    user_id: parse_id(
+                        "room_members.user_id",
+                        &row.try_get::<String, _>("user_id")?,
+                    )?,
                     username: row.try_get("username")?,
                     role: role_from(&row.try_get::<String, _>("role")?)?,
                     since: row.try_get("created_at")?,

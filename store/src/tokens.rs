@@ -69,7 +69,10 @@ impl Store {
             return Ok(RefreshOutcome::Invalid);
         };
         let family_id: String = row.try_get("family_id")?;
-        let user_id: UserId = parse_id("refresh_tokens.user_id", &row.try_get::<String, _>("user_id")?)?;
+        let user_id: UserId = parse_id(
+            "refresh_tokens.user_id",
+            &row.try_get::<String, _>("user_id")?,
+        )?;
         let used = row.try_get::<Option<i64>, _>("used_at")?.is_some();
         let revoked = row.try_get::<Option<i64>, _>("revoked_at")?.is_some();
         if used || revoked {
@@ -126,7 +129,10 @@ impl Store {
         };
         let family_id: String = row.try_get("family_id")?;
         self.revoke_family(&family_id, now).await?;
-        Ok(Some(parse_id("refresh_tokens.user_id", &row.try_get::<String, _>("user_id")?)?))
+        Ok(Some(parse_id(
+            "refresh_tokens.user_id",
+            &row.try_get::<String, _>("user_id")?,
+        )?))
     }
 
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<(), StoreError> {

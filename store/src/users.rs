@@ -1,7 +1,7 @@
 //! Users, password hashes, admin flags and TOTP state.
 
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use veza_proto::UserId;
 
 use crate::{Store, StoreError, conflict_or, now_ms, parse_id};
@@ -59,7 +59,11 @@ fn username_key(username: &str) -> String {
 impl Store {
     /// Creates a user. The first user ever created is an admin. Fails with
     /// [`StoreError::Conflict`] when the name is taken, whatever its case.
-    pub async fn create_user(&self, username: &str, password_hash: &str) -> Result<User, StoreError> {
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+    ) -> Result<User, StoreError> {
         let id = UserId::new();
         let row = sqlx::query(&format!(
             "INSERT INTO users (id, username, username_key, password_hash, is_admin, created_at) \

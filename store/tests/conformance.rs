@@ -34,7 +34,11 @@ conformance!(
 );
 
 async fn user(store: &Store, name: &str) -> UserId {
-    store.create_user(name, "$argon2id$fake").await.expect("create user").id
+    store
+        .create_user(name, "$argon2id$fake")
+        .await
+        .expect("create user")
+        .id
 }
 
 async fn migrations_are_idempotent(store: Store) {
@@ -55,18 +59,36 @@ async fn first_user_is_admin_and_names_are_unique_case_insensitively(store: Stor
     let creds = store.credentials("aLiCe").await.expect("lookup any case");
     assert_eq!(creds.user.id, alice.id);
     assert_eq!(creds.password_hash, "hash-a");
-    assert!(!format!("{creds:?}").contains("hash-a"), "Debug hides secrets");
-    assert!(matches!(store.credentials("nobody").await, Err(StoreError::NotFound)));
+    assert!(
+        !format!("{creds:?}").contains("hash-a"),
+        "Debug hides secrets"
+    );
+    assert!(matches!(
+        store.credentials("nobody").await,
+        Err(StoreError::NotFound)
+    ));
     assert!(store.grant_admin("BOB").await.expect("grant").is_admin);
-    assert!(matches!(store.grant_admin("nobody").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.grant_admin("nobody").await,
+        Err(StoreError::NotFound)
+    ));
     assert_eq!(store.count_users().await.expect("count"), 2);
 }
 
 async fn totp_steps_are_single_use(store: Store) {
     let id = user(&store, "carol").await;
-    assert!(matches!(store.enable_totp(id).await, Err(StoreError::NotFound)), "no secret yet");
-    store.set_pending_totp(id, "SECRET1").await.expect("pending");
-    store.set_pending_totp(id, "SECRET2").await.expect("replace pending");
+    assert!(
+        matches!(store.enable_totp(id).await, Err(StoreError::NotFound)),
+        "no secret yet"
+    );
+    store
+        .set_pending_totp(id, "SECRET1")
+        .await
+        .expect("pending");
+    store
+        .set_pending_totp(id, "SECRET2")
+        .await
+        .expect("replace pending");
     store.enable_totp(id).await.expect("enable");
     assert!(matches!(
         store.set_pending_totp(id, "SECRET3").await,
@@ -83,43 +105,91 @@ async fn totp_steps_are_single_use(store: Store) {
 
 async fn refresh_rotation_and_family_revocation(store: Store) {
     let id = user(&store, "dave").await;
-    store.insert_refresh_token("h1", "fam", id, 1_000, 10_000).await.expect("insert");
+    store
+        .insert_refresh_token("h1", "fam", id, 1_000, 10_000)
+        .await
+        .expect("insert");
     assert_eq!(
-        store.rotate_refresh_token("h1", "h2", 2_000, 20_000).await.expect("rotate"),
+        store
+            .rotate_refresh_token("h1", "h2", 2_000, 20_000)
+            .await
+            .expect("rotate"),
         RefreshOutcome::Rotated { user_id: id }
     );
     assert_eq!(
-        store.rotate_refresh_token("h2", "h3", 3_000, 30_000).await.expect("rotate"),
+        store
+            .rotate_refresh_token("h2", "h3", 3_000, 30_000)
+            .await
+            .expect("rotate"),
         RefreshOutcome::Rotated { user_id: id }
     );
     // h1 presented again: reuse, so the family (including the live h3) is revoked.
     assert_eq!(
-        store.rotate_refresh_token("h1", "h4", 4_000, 40_000).await.expect("reuse"),
-        RefreshOutcome::Reused { user_id: id, family_id: "fam".into() }
+        store
+            .rotate_refresh_token("h1", "h4", 4_000, 40_000)
+            .await
+            .expect("reuse"),
+        RefreshOutcome::Reused {
+            user_id: id,
+            family_id: "fam".into()
+        }
     );
     assert!(matches!(
-        store.rotate_refresh_token("h3", "h5", 5_000, 50_000).await.expect("revoked"),
+        store
+            .rotate_refresh_token("h3", "h5", 5_000, 50_000)
+            .await
+            .expect("revoked"),
         RefreshOutcome::Reused { .. }
     ));
     assert_eq!(
-        store.rotate_refresh_token("unknown", "h6", 5_000, 50_000).await.expect("unknown"),
+        store
+            .rotate_refresh_token("unknown", "h6", 5_000, 50_000)
+            .await
+            .expect("unknown"),
         RefreshOutcome::Invalid
     );
     // Expiry.
-    store.insert_refresh_token("e1", "fam2", id, 1_000, 2_000).await.expect("insert");
+    store
+        .insert_refresh_token("e1", "fam2", id, 1_000, 2_000)
+        .await
+        .expect("insert");
     assert_eq!(
-        store.rotate_refresh_token("e1", "e2", 2_000, 3_000).await.expect("expired"),
+        store
+            .rotate_refresh_token("e1", "e2", 2_000, 3_000)
+            .await
+            .expect("expired"),
         RefreshOutcome::Invalid
     );
     // Logout revokes the family.
-    store.insert_refresh_token("l1", "fam3", id, 1_000, 90_000).await.expect("insert");
-    assert_eq!(store.revoke_family_of("l1", 2_000).await.expect("logout"), Some(id));
+    store
+        .insert_refresh_token("l1", "fam3", id, 1_000, 90_000)
+        .await
+        .expect("insert");
+    assert_eq!(
+        store.revoke_family_of("l1", 2_000).await.expect("logout"),
+        Some(id)
+    );
     assert!(matches!(
-        store.rotate_refresh_token("l1", "l2", 3_000, 90_000).await.expect("after logout"),
+        store
+            .rotate_refresh_token("l1", "l2", 3_000, 90_000)
+            .await
+            .expect("after logout"),
         RefreshOutcome::Reused { .. }
     ));
-    assert_eq!(store.revoke_family_of("nope", 2_000).await.expect("unknown"), None);
-    assert!(store.purge_expired_refresh_tokens(60_000).await.expect("purge") >= 4);
+    assert_eq!(
+        store
+            .revoke_family_of("nope", 2_000)
+            .await
+            .expect("unknown"),
+        None
+    );
+    assert!(
+        store
+            .purge_expired_refresh_tokens(60_000)
+            .await
+            .expect("purge")
+            >= 4
+    );
 }
 
 async fn rooms_listing_respects_visibility_and_pages(store: Store) {
@@ -147,13 +217,20 @@ async fn rooms_listing_respects_visibility_and_pages(store: Store) {
         })
         .await
         .expect("private room");
-    assert_eq!(store.member_role(private.id, owner).await.expect("role"), Some(Role::Owner));
+    assert_eq!(
+        store.member_role(private.id, owner).await.expect("role"),
+        Some(Role::Owner)
+    );
 
     let owner_sees = store.list_rooms(owner, 100, None).await.expect("list");
     assert_eq!(owner_sees.len(), 6);
     assert!(owner_sees.iter().all(|r| r.role == Some(Role::Owner)));
     let other_sees = store.list_rooms(other, 100, None).await.expect("list");
-    assert_eq!(other_sees.len(), 5, "private rooms are hidden from non-members");
+    assert_eq!(
+        other_sees.len(),
+        5,
+        "private rooms are hidden from non-members"
+    );
     assert!(other_sees.iter().all(|r| r.role.is_none()));
 
     // Pages of two cover everything exactly once.
@@ -172,8 +249,18 @@ async fn rooms_listing_respects_visibility_and_pages(store: Store) {
     public.sort();
     assert_eq!(seen, public);
 
-    store.set_member_role(private.id, other, Role::Listener).await.expect("add");
-    assert_eq!(store.list_rooms(other, 100, None).await.expect("list").len(), 6);
+    store
+        .set_member_role(private.id, other, Role::Listener)
+        .await
+        .expect("add");
+    assert_eq!(
+        store
+            .list_rooms(other, 100, None)
+            .await
+            .expect("list")
+            .len(),
+        6
+    );
     assert_eq!(store.count_rooms().await.expect("count"), 6);
 }
 
@@ -204,14 +291,29 @@ async fn room_update_and_delete_cascade(store: Store) {
     assert_eq!(patched.description, None);
     assert_eq!(patched.visibility, Visibility::Private);
     assert_eq!(store.room(room.id).await.expect("get"), patched);
-    let untouched = store.update_room(room.id, RoomPatch::default()).await.expect("noop");
+    let untouched = store
+        .update_room(room.id, RoomPatch::default())
+        .await
+        .expect("noop");
     assert_eq!(untouched.name, "renamed");
 
-    store.set_member_role(room.id, member, Role::Speaker).await.expect("member");
+    store
+        .set_member_role(room.id, member, Role::Speaker)
+        .await
+        .expect("member");
     store.delete_room(room.id).await.expect("delete");
-    assert!(matches!(store.room(room.id).await, Err(StoreError::NotFound)));
-    assert_eq!(store.member_role(room.id, member).await.expect("role"), None);
-    assert!(matches!(store.delete_room(room.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.room(room.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.member_role(room.id, member).await.expect("role"),
+        None
+    );
+    assert!(matches!(
+        store.delete_room(room.id).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(matches!(
         store.update_room(RoomId::new(), RoomPatch::default()).await,
         Err(StoreError::NotFound)
@@ -231,21 +333,49 @@ async fn members_and_bans(store: Store) {
         })
         .await
         .expect("room");
-    store.set_member_role(room.id, a, Role::Listener).await.expect("add");
-    store.set_member_role(room.id, a, Role::Moderator).await.expect("promote");
-    store.set_member_role(room.id, b, Role::Speaker).await.expect("add");
+    store
+        .set_member_role(room.id, a, Role::Listener)
+        .await
+        .expect("add");
+    store
+        .set_member_role(room.id, a, Role::Moderator)
+        .await
+        .expect("promote");
+    store
+        .set_member_role(room.id, b, Role::Speaker)
+        .await
+        .expect("add");
     let members = store.list_members(room.id).await.expect("members");
-    let roles: Vec<_> = members.iter().map(|m| (m.username.as_str(), m.role)).collect();
-    assert_eq!(roles, [("ivy", Role::Owner), ("jack", Role::Moderator), ("kate", Role::Speaker)]);
+    let roles: Vec<_> = members
+        .iter()
+        .map(|m| (m.username.as_str(), m.role))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("ivy", Role::Owner),
+            ("jack", Role::Moderator),
+            ("kate", Role::Speaker)
+        ]
+    );
     assert!(matches!(
-        store.set_member_role(room.id, UserId::new(), Role::Listener).await,
+        store
+            .set_member_role(room.id, UserId::new(), Role::Listener)
+            .await,
         Err(StoreError::NotFound)
     ));
 
     store.ban(room.id, b, owner).await.expect("ban");
-    store.ban(room.id, b, owner).await.expect("ban twice is fine");
+    store
+        .ban(room.id, b, owner)
+        .await
+        .expect("ban twice is fine");
     assert!(store.is_banned(room.id, b).await.expect("banned"));
-    assert_eq!(store.member_role(room.id, b).await.expect("role"), None, "ban ends membership");
+    assert_eq!(
+        store.member_role(room.id, b).await.expect("role"),
+        None,
+        "ban ends membership"
+    );
     assert!(matches!(
         store.set_member_role(room.id, b, Role::Listener).await,
         Err(StoreError::Conflict("ban"))
@@ -275,7 +405,10 @@ async fn audit_log_pages_newest_first(store: Store) {
     assert_eq!(first.len(), 3);
     assert_eq!(first[0].actor_id.as_deref(), Some("actor4"));
     assert!(first.windows(2).all(|w| w[0].id > w[1].id));
-    let second = store.list_audit(Some(first[2].id), 3).await.expect("page 2");
+    let second = store
+        .list_audit(Some(first[2].id), 3)
+        .await
+        .expect("page 2");
     assert_eq!(second.len(), 2);
     assert_eq!(second[1].actor_id.as_deref(), Some("actor0"));
     assert_eq!(second[0].ip.as_deref(), Some("127.0.0.1"));

@@ -1,0 +1,171 @@
+//! The Veza REST API: auth (argon2id passwords, EdDSA JWTs with `kid` and JWKS, rotating
+//! refresh tokens, TOTP), rooms with roles and bans, join tokens with grants and ICE servers,
+//! the audit log, and the operational endpoints (`/healthz`, `/readyz`, `/metrics`,
+//! `/api/openapi.json`).
+//!
+//! [`router`] builds the whole service from an [`AppState`]; the binary serves it with
+//! `into_make_service_with_connect_info::<SocketAddr>()` so rate limits and the audit log see
+//! the client's address.
+
+mod admin;
+mod auth;
+mod error;
+mod extract;
+mod keys;
+mod metrics;
+mod middleware;
+mod openapi;
+mod ops;
+mod password;
+mod rooms;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use veza_cluster::{Quota, RateLimiter};
+use veza_store::Store;
+use veza_turn::TurnSettings;
+
+pub use error::{ApiError, ApiResult};
+pub use keys::{AccessClaims, KeyError, KeyRing};
+pub use metrics::Metrics;
+
+/// Settings of the API service.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The URL clients reach this node at, e.g. `http://127.0.0.1:8080`; tokens' issuer.
+    pub public_url: String,
+    /// Lifetime of access tokens.
+    pub access_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_ttl: Duration,
+    /// Lifetime of media (join) tokens.
+    pub media_ttl: Duration,
+    /// Requests per minute per IP on the API.
+    pub rate_limit_per_min: u32,
+    /// Requests per minute per IP on `/api/v1/auth/*`.
+    pub auth_rate_limit_per_min: u32,
+    /// Origins allowed by CORS; empty means same-origin only.
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// STUN URLs handed to clients.
+    pub stun_urls: Vec<String>,
+    /// coturn settings; `None` hands out STUN only.
+    pub turn: Option<TurnSettings>,
+}
+
+impl ApiConfig {
+    /// Defaults for a node reachable at `public_url`.
+    pub fn new(public_url: impl Into<String>) -> Self {
+        Self {
+            public_url: public_url.into().trim_end_matches('/').to_owned(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            media_ttl: Duration::from_secs(10 * 60),
+            rate_limit_per_min: 100,
+            auth_rate_limit_per_min: 10,
+            cors_origins: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            stun_urls: Vec::new(),
+            turn: None,
+        }
+    }
+
+    /// The longest lifetime of any JWT this service signs: how long a retired key must verify.
+    pub fn longest_token_ttl(&self) -> Duration {
+        self.access_ttl.max(self.media_ttl)
+    }
+}
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub struct Inner {
+    /// Settings.
+    pub config: ApiConfig,
+    /// The database.
+    pub store: Store,
+    /// JWT keys.
+    pub keys: KeyRing,
+    /// Per-IP request budgets.
+    pub limiter: RateLimiter,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl AppState {
+    /// Bundles the parts of the service.
+    pub fn new(config: ApiConfig, store: Store, keys: KeyRing, limiter: RateLimiter) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                keys,
+                limiter,
+                metrics: Metrics::new(),
+            }),
+        }
+    }
+
+    fn api_quota(&self) -> Quota {
+        Quota::per_minute(self.config.rate_limit_per_min.max(1))
+    }
+
+    fn auth_quota(&self) -> Quota {
+        Quota::per_minute(self.config.auth_rate_limit_per_min.max(1))
+    }
+}
+
+/// The whole API: routes, then the layers every request passes (metrics, security headers,
+/// CORS, rate limits, body limit).
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(auth::router())
+        .merge(rooms::router())
+        .merge(admin::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::rate_limit,
+        ));
+    Router::new()
+        .merge(api)
+        .merge(ops::router())
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::body_limit,
+        ))
+        .layer(middleware::cors(&state.config.cors_origins))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::security_headers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::track,
+        ))
+        .with_state(state)
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

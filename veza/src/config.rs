@@ -1,0 +1,413 @@
+//! The one typed configuration of the binary: defaults → TOML file (`--config`) → environment
+//! → flags, then [`Config::validate`]. Unknown keys in the file are rejected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => bail!("expected json or pretty, got {s:?}"),
+        }
+    }
+}
+
+/// Every setting of `veza`. See `veza.example.toml` for each one's meaning.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `VEZA_HTTP_ADDR`: where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// `VEZA_DATA_DIR`: SQLite database, JWT keys.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`: `postgres://…` or `sqlite://…`; default a SQLite file in the data dir.
+    pub database_url: Option<String>,
+    /// `REDIS_URL`: shared rate limits (and, later, placement and presence).
+    pub redis_url: Option<String>,
+    /// `NATS_URL`: the event bus of a cluster.
+    pub nats_url: Option<String>,
+    /// `VEZA_PUBLIC_URL`: how clients reach this node; default `http://<http_addr>`.
+    pub public_url: Option<String>,
+    /// `VEZA_RATE_LIMIT_PER_MIN`: API requests per minute per IP.
+    pub rate_limit_per_min: u32,
+    /// `VEZA_AUTH_RATE_LIMIT_PER_MIN`: `/api/v1/auth/*` requests per minute per IP.
+    pub auth_rate_limit_per_min: u32,
+    /// `VEZA_LOG_FORMAT`: `json` or `pretty`.
+    pub log_format: LogFormat,
+    /// `VEZA_CORS_ORIGINS`: comma-separated origins allowed to call the API from a browser.
+    pub cors_origins: Vec<String>,
+    /// `VEZA_MAX_BODY_BYTES`: largest accepted request body.
+    pub max_body_bytes: usize,
+    /// `VEZA_ACCESS_TOKEN_TTL_SECS`: access-token lifetime.
+    pub access_token_ttl_secs: u64,
+    /// `VEZA_REFRESH_TOKEN_TTL_SECS`: refresh-token lifetime.
+    pub refresh_token_ttl_secs: u64,
+    /// `VEZA_MEDIA_TOKEN_TTL_SECS`: media (join) token lifetime.
+    pub media_token_ttl_secs: u64,
+    /// `VEZA_JWT_KEYS_FILE`: the signing-key file; default `<data_dir>/jwt-keys.json`.
+    pub jwt_keys_file: Option<PathBuf>,
+    /// `VEZA_STUN_URLS`: comma-separated STUN URLs handed to clients.
+    pub stun_urls: Vec<String>,
+    /// `VEZA_TURN_URLS`: comma-separated coturn URLs (`turn:host:3478?transport=udp`, …).
+    pub turn_urls: Vec<String>,
+    /// `VEZA_TURN_SECRET`: coturn's `static-auth-secret`.
+    pub turn_secret: Option<String>,
+    /// `VEZA_TURN_TTL_SECS`: lifetime of TURN credentials.
+    pub turn_ttl_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./veza-data"),
+            database_url: None,
+            redis_url: None,
+            nats_url: None,
+            public_url: None,
+            rate_limit_per_min: 100,
+            auth_rate_limit_per_min: 10,
+            log_format: LogFormat::Pretty,
+            cors_origins: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 7 * 24 * 3600,
+            media_token_ttl_secs: 10 * 60,
+            jwt_keys_file: None,
+            stun_urls: vec![DEFAULT_STUN_URL.to_owned()],
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// The STUN server handed to clients unless configured otherwise (LiveKit's default too).
+pub const DEFAULT_STUN_URL: &str = "stun:stun.l.google.com:19302";
+
+/// Environment variables reserved for settings that later parts of Veza read; accepted
+/// without a warning.
+const RESERVED_ENV: &[&str] = &["VEZA_RTC_UDP_ADDR", "VEZA_QUIC_ADDR", "VEZA_CLUSTER_SECRET"];
+
+fn parse<T: FromStr>(name: &str, value: &str) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{name}={value:?} is not valid: {e}"))
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Config {
+    /// Defaults, then the TOML file at `path` if given.
+    pub fn from_file(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// Applies environment variables from `vars`; returns the `VEZA_*` names it did not know.
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut unknown = Vec::new();
+        for (name, value) in vars {
+            match name.as_str() {
+                "VEZA_HTTP_ADDR" => self.http_addr = parse(&name, &value)?,
+                "VEZA_DATA_DIR" => self.data_dir = PathBuf::from(value),
+                "DATABASE_URL" => self.database_url = Some(value),
+                "REDIS_URL" => self.redis_url = Some(value),
+                "NATS_URL" => self.nats_url = Some(value),
+                "VEZA_PUBLIC_URL" => self.public_url = Some(value),
+                "VEZA_RATE_LIMIT_PER_MIN" => self.rate_limit_per_min = parse(&name, &value)?,
+                "VEZA_AUTH_RATE_LIMIT_PER_MIN" => {
+                    self.auth_rate_limit_per_min = parse(&name, &value)?;
+                }
+                "VEZA_LOG_FORMAT" => self.log_format = parse(&name, &value)?,
+                "VEZA_CORS_ORIGINS" => self.cors_origins = list(&value),
+                "VEZA_MAX_BODY_BYTES" => self.max_body_bytes = parse(&name, &value)?,
+                "VEZA_ACCESS_TOKEN_TTL_SECS" => self.access_token_ttl_secs = parse(&name, &value)?,
+                "VEZA_REFRESH_TOKEN_TTL_SECS" => {
+                    self.refresh_token_ttl_secs = parse(&name, &value)?;
+                }
+                "VEZA_MEDIA_TOKEN_TTL_SECS" => self.media_token_ttl_secs = parse(&name, &value)?,
+                "VEZA_JWT_KEYS_FILE" => self.jwt_keys_file = Some(PathBuf::from(value)),
+                "VEZA_STUN_URLS" => self.stun_urls = list(&value),
+                "VEZA_TURN_URLS" => self.turn_urls = list(&value),
+                "VEZA_TURN_SECRET" => self.turn_secret = Some(value),
+                "VEZA_TURN_TTL_SECS" => self.turn_ttl_secs = parse(&name, &value)?,
+                other if other.starts_with("VEZA_") && !RESERVED_ENV.contains(&other) => {
+                    unknown.push(name);
+                }
+                _ => {}
+            }
+        }
+        Ok(unknown)
+    }
+
+    /// Checks that the settings make sense together.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.rate_limit_per_min == 0 || self.auth_rate_limit_per_min == 0 {
+            bail!("rate limits must be at least 1 per minute");
+        }
+        for (name, secs) in [
+            ("access_token_ttl_secs", self.access_token_ttl_secs),
+            ("refresh_token_ttl_secs", self.refresh_token_ttl_secs),
+            ("media_token_ttl_secs", self.media_token_ttl_secs),
+            ("turn_ttl_secs", self.turn_ttl_secs),
+        ] {
+            if secs == 0 {
+                bail!("{name} must be positive");
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024");
+        }
+        let public_url = self.public_url();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            bail!("public_url must start with http:// or https://, got {public_url:?}");
+        }
+        for origin in &self.cors_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.trim_end_matches('/').matches('/').count() != 2
+            {
+                bail!("cors origin {origin:?} must look like https://host[:port]");
+            }
+        }
+        let url = self.database_url();
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            bail!("database_url must be postgres://… or sqlite://…");
+        }
+        if let Some(redis) = &self.redis_url
+            && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
+        {
+            bail!("redis_url must be redis://…");
+        }
+        if let Some(nats) = &self.nats_url
+            && !(nats.starts_with("nats://") || nats.starts_with("tls://"))
+        {
+            bail!("nats_url must be nats://…");
+        }
+        match (self.turn_urls.is_empty(), &self.turn_secret) {
+            (true, Some(_)) => bail!("turn_secret is set but turn_urls is empty"),
+            (false, None) => bail!("turn_urls is set but turn_secret is not"),
+            (false, Some(secret)) if secret.len() < 16 => {
+                bail!("turn_secret must be at least 16 characters")
+            }
+            _ => {}
+        }
+        for url in self.turn_urls.iter().chain(&self.stun_urls) {
+            if !["turn:", "turns:", "stun:", "stuns:"]
+                .iter()
+                .any(|p| url.starts_with(p))
+            {
+                bail!("ICE server URL {url:?} must start with stun:, stuns:, turn: or turns:");
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("veza.db").display()))
+    }
+
+    /// The public URL in force.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let mut addr = self.http_addr;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip([127, 0, 0, 1].into());
+                }
+                format!("http://{addr}")
+            }
+        }
+    }
+
+    /// The JWT key file in force.
+    pub fn jwt_keys_file(&self) -> PathBuf {
+        self.jwt_keys_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("jwt-keys.json"))
+    }
+
+    /// The API service's settings.
+    pub fn api(&self) -> veza_api::ApiConfig {
+        let mut api = veza_api::ApiConfig::new(self.public_url());
+        api.access_ttl = Duration::from_secs(self.access_token_ttl_secs);
+        api.refresh_ttl = Duration::from_secs(self.refresh_token_ttl_secs);
+        api.media_ttl = Duration::from_secs(self.media_token_ttl_secs);
+        api.rate_limit_per_min = self.rate_limit_per_min;
+        api.auth_rate_limit_per_min = self.auth_rate_limit_per_min;
+        api.cors_origins = self.cors_origins.clone();
+        api.max_body_bytes = self.max_body_bytes;
+        api.stun_urls = self.stun_urls.clone();
+        api.turn = self
+            .turn_secret
+            .as_ref()
+            .map(|secret| veza_turn::TurnSettings {
+                urls: self.turn_urls.clone(),
+                secret: secret.clone(),
+                ttl: Duration::from_secs(self.turn_ttl_secs),
+            });
+        api
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let config = Config::default();
+        config.validate().expect("defaults are valid");
+        assert_eq!(config.public_url(), "http://127.0.0.1:8080");
+        assert_eq!(config.database_url(), "sqlite://./veza-data/veza.db");
+        assert_eq!(config.rate_limit_per_min, 100);
+        assert_eq!(config.auth_rate_limit_per_min, 10);
+    }
+
+    #[test]
+    fn file_then_env_layer_in_order() {
+        let dir = std::env::temp_dir().join(format!("veza-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let file = dir.join("veza.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9000\"\nrate_limit_per_min = 5\nlog_format = \"json\"\n",
+        )
+        .expect("write");
+        let mut config = Config::from_file(Some(&file)).expect("parse");
+        assert_eq!(config.http_addr.port(), 9000);
+        assert_eq!(config.log_format, LogFormat::Json);
+        let unknown = config
+            .apply_env(env(&[
+                ("VEZA_RATE_LIMIT_PER_MIN", "7"),
+                ("VEZA_CORS_ORIGINS", "https://a.example, https://b.example"),
+                ("VEZA_RTC_UDP_ADDR", "0.0.0.0:7882"),
+                ("VEZA_TYPO", "1"),
+                ("PATH", "/bin"),
+            ]))
+            .expect("env");
+        assert_eq!(unknown, ["VEZA_TYPO"]);
+        assert_eq!(config.rate_limit_per_min, 7, "env beats file");
+        assert_eq!(config.http_addr.port(), 9000, "file beats default");
+        assert_eq!(config.cors_origins.len(), 2);
+        config.validate().expect("valid");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_rejected() {
+        assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
+        assert!(toml::from_str::<Config>("rate_limit_per_min = \"many\"").is_err());
+        let mut config = Config::default();
+        assert!(
+            config
+                .apply_env(env(&[("VEZA_HTTP_ADDR", "nowhere")]))
+                .is_err()
+        );
+        assert!(
+            config
+                .apply_env(env(&[("VEZA_LOG_FORMAT", "xml")]))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn validation_catches_inconsistent_settings() {
+        let bad = [
+            Config {
+                turn_urls: vec!["turn:127.0.0.1:3478".into()],
+                ..Config::default()
+            },
+            Config {
+                turn_secret: Some("0123456789abcdef".into()),
+                ..Config::default()
+            },
+            Config {
+                database_url: Some("mysql://x".into()),
+                ..Config::default()
+            },
+            Config {
+                public_url: Some("ftp://x".into()),
+                ..Config::default()
+            },
+            Config {
+                rate_limit_per_min: 0,
+                ..Config::default()
+            },
+            Config {
+                cors_origins: vec!["https://a.example/path".into()],
+                ..Config::default()
+            },
+            Config {
+                stun_urls: vec!["http://x".into()],
+                ..Config::default()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+        let turn = Config {
+            turn_urls: vec!["turn:127.0.0.1:3478".into()],
+            turn_secret: Some("0123456789abcdef".into()),
+            ..Config::default()
+        };
+        turn.validate().expect("turn both set");
+        assert!(turn.api().turn.is_some());
+    }
+
+    #[test]
+    fn the_example_file_parses_and_validates() {
+        let text = include_str!("../../veza.example.toml");
+        let config: Config = toml::from_str(text).expect("veza.example.toml parses");
+        config.validate().expect("veza.example.toml is valid");
+    }
+}

@@ -1,0 +1,286 @@
+//! `veza`: the one binary of the Veza platform.
+//!
+//! `veza serve` runs everything in one process on embedded defaults (SQLite and a JWT key in the
+//! data folder, in-process rate limits); with `DATABASE_URL=postgres://…` and `REDIS_URL` the
+//! same binary serves as one node of a cluster.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use veza_api::{AppState, KeyRing};
+use veza_cluster::RateLimiter;
+use veza_store::Store;
+
+use crate::config::{Config, LogFormat};
+
+/// Veza: real-time audio rooms.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A TOML configuration file (see veza.example.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format (overrides VEZA_LOG_FORMAT).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Data folder (overrides VEZA_DATA_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL (overrides DATABASE_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole platform in this process.
+    Serve {
+        /// Where the HTTP API listens (overrides VEZA_HTTP_ADDR).
+        #[arg(long, value_name = "ADDR")]
+        http_addr: Option<SocketAddr>,
+        /// The URL clients reach this node at (overrides VEZA_PUBLIC_URL).
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administer users.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Manage JWT signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Make a user an admin (may read the audit log).
+    Grant {
+        /// The user's name.
+        username: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Start signing with a new key; old keys verify until their tokens expire.
+    Rotate,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::from_file(cli.config.as_deref())?;
+    let unknown_env = config.apply_env(std::env::vars())?;
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    if let Some(url) = &cli.database_url {
+        config.database_url = Some(url.clone());
+    }
+    if let Command::Serve {
+        http_addr,
+        public_url,
+    } = &cli.command
+    {
+        if let Some(addr) = http_addr {
+            config.http_addr = *addr;
+        }
+        if let Some(url) = public_url {
+            config.public_url = Some(url.clone());
+        }
+    }
+    config.validate().context("invalid configuration")?;
+    init_logging(config.log_format);
+    for name in unknown_env {
+        tracing::warn!(variable = %name, "unknown VEZA_ environment variable ignored");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { .. } => serve(config).await,
+            Command::Migrate => {
+                let store = open_store(&config).await?;
+                store.close().await;
+                println!("migrations applied to {}", redact(&config.database_url()));
+                Ok(())
+            }
+            Command::Admin {
+                command: AdminCommand::Grant { username },
+            } => {
+                let store = open_store(&config).await?;
+                let user = store
+                    .grant_admin(&username)
+                    .await
+                    .with_context(|| format!("granting admin to {username:?}"))?;
+                store.close().await;
+                println!("{} ({}) is now an admin", user.username, user.id);
+                Ok(())
+            }
+            Command::Keys {
+                command: KeysCommand::Rotate,
+            } => {
+                let path = config.jwt_keys_file();
+                let retain = config.api().longest_token_ttl();
+                // Make sure a key file exists, then add a new key to it.
+                KeyRing::load_or_create(&path, &config.public_url())?;
+                let kid = KeyRing::rotate_file(&path, retain)?;
+                println!(
+                    "new signing key {kid} in {}; running servers pick it up within 30 s",
+                    path.display()
+                );
+                Ok(())
+            }
+        }
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+/// A URL with any password replaced, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
+    let url = config.database_url();
+    let store = Store::connect(&url)
+        .await
+        .with_context(|| format!("connecting to {}", redact(&url)))?;
+    store.migrate().await.context("running migrations")?;
+    Ok(store)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let keys = KeyRing::load_or_create(&config.jwt_keys_file(), &config.public_url())?;
+    let limiter = match &config.redis_url {
+        Some(url) => RateLimiter::redis(url, "veza:rl:")
+            .await
+            .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
+        None => RateLimiter::memory(),
+    };
+    let state = AppState::new(config.api(), store.clone(), keys, limiter);
+    spawn_housekeeping(state.clone());
+
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        addr = %local,
+        public_url = %config.public_url(),
+        database = %redact(&config.database_url()),
+        redis = config.redis_url.is_some(),
+        nats = config.nats_url.is_some(),
+        "veza is serving"
+    );
+    let app = veza_api::router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving HTTP")?;
+    store.close().await;
+    tracing::info!("veza stopped");
+    Ok(())
+}
+
+/// Background chores: pick up rotated keys, purge expired refresh tokens.
+fn spawn_housekeeping(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let mut ticks: u64 = 0;
+        loop {
+            tick.tick().await;
+            if let Err(err) = state.keys.reload_if_changed() {
+                tracing::error!(%err, "could not reload JWT keys; keeping the old ones");
+            }
+            if ticks.is_multiple_of(120) {
+                match state
+                    .store
+                    .purge_expired_refresh_tokens(veza_store::now_ms())
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::info!(purged = n, "expired refresh tokens removed"),
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(%err, "could not purge refresh tokens"),
+                }
+            }
+            ticks += 1;
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            super::redact("postgres://veza:hunter2@db:5432/veza"),
+            "postgres://veza:***@db:5432/veza"
+        );
+        assert_eq!(
+            super::redact("sqlite://./veza-data/veza.db"),
+            "sqlite://./veza-data/veza.db"
+        );
+    }
+}
