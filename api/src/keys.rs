@@ -211,7 +211,7 @@ impl KeyRing {
     }
 
     /// Adds a new signing key to the file at `path` and drops keys whose successor has existed
-    /// longer than `retain` (the longest token lifetime). Returns the new `kid`.
+    /// for `retain` (the longest token lifetime) or longer. Returns the new `kid`.
     pub fn rotate_file(path: &Path, retain: Duration) -> Result<String, KeyError> {
         let mut file = read_file(path)?;
         let key = new_key().map_err(|e| KeyError::Corrupt(path.to_owned(), e))?;
@@ -224,7 +224,7 @@ impl KeyRing {
         file.keys.retain(|_| {
             let keep = successors
                 .get(index)
-                .is_none_or(|&next| now.saturating_sub(next) <= retain.as_secs());
+                .is_none_or(|&next| now.saturating_sub(next) < retain.as_secs());
             index += 1;
             keep
         });
