@@ -160,6 +160,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             middleware::track,
         ))
+        // A span per request (method, path, status, latency) for the logs; headers — and so
+        // tokens — are not recorded.
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 

@@ -64,6 +64,9 @@ pub struct Config {
     pub media_token_ttl_secs: u64,
     /// `VEZA_JWT_KEYS_FILE`: the signing-key file; default `<data_dir>/jwt-keys.json`.
     pub jwt_keys_file: Option<PathBuf>,
+    /// `VEZA_JWT_ISSUER`: the `iss` of every token; default the public URL. Every node of a
+    /// cluster must use the same one.
+    pub jwt_issuer: Option<String>,
     /// `VEZA_STUN_URLS`: comma-separated STUN URLs handed to clients.
     pub stun_urls: Vec<String>,
     /// `VEZA_TURN_URLS`: comma-separated coturn URLs (`turn:host:3478?transport=udp`, …).
@@ -92,6 +95,7 @@ impl Default for Config {
             refresh_token_ttl_secs: 7 * 24 * 3600,
             media_token_ttl_secs: 10 * 60,
             jwt_keys_file: None,
+            jwt_issuer: None,
             stun_urls: vec![DEFAULT_STUN_URL.to_owned()],
             turn_urls: Vec::new(),
             turn_secret: None,
@@ -163,6 +167,7 @@ impl Config {
                 }
                 "VEZA_MEDIA_TOKEN_TTL_SECS" => self.media_token_ttl_secs = parse(&name, &value)?,
                 "VEZA_JWT_KEYS_FILE" => self.jwt_keys_file = Some(PathBuf::from(value)),
+                "VEZA_JWT_ISSUER" => self.jwt_issuer = Some(value),
                 "VEZA_STUN_URLS" => self.stun_urls = list(&value),
                 "VEZA_TURN_URLS" => self.turn_urls = list(&value),
                 "VEZA_TURN_SECRET" => self.turn_secret = Some(value),
@@ -190,6 +195,13 @@ impl Config {
             if secs == 0 {
                 bail!("{name} must be positive");
             }
+        }
+        if self
+            .jwt_issuer
+            .as_deref()
+            .is_some_and(|iss| iss.trim().is_empty())
+        {
+            bail!("jwt_issuer must not be empty");
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
@@ -260,6 +272,11 @@ impl Config {
                 format!("http://{addr}")
             }
         }
+    }
+
+    /// The issuer of tokens in force.
+    pub fn jwt_issuer(&self) -> String {
+        self.jwt_issuer.clone().unwrap_or_else(|| self.public_url())
     }
 
     /// The JWT key file in force.

@@ -7,6 +7,7 @@
 mod config;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -127,10 +128,12 @@ fn main() -> anyhow::Result<()> {
                 command: AdminCommand::Grant { username },
             } => {
                 let store = open_store(&config).await?;
-                let user = store
-                    .grant_admin(&username)
-                    .await
-                    .with_context(|| format!("granting admin to {username:?}"))?;
+                let user = match store.grant_admin(&username).await {
+                    Err(veza_store::StoreError::NotFound) => {
+                        anyhow::bail!("no user named {username:?}")
+                    }
+                    other => other.with_context(|| format!("granting admin to {username:?}"))?,
+                };
                 store.close().await;
                 println!("{} ({}) is now an admin", user.username, user.id);
                 Ok(())
@@ -141,7 +144,7 @@ fn main() -> anyhow::Result<()> {
                 let path = config.jwt_keys_file();
                 let retain = config.api().longest_token_ttl();
                 // Make sure a key file exists, then add a new key to it.
-                KeyRing::load_or_create(&path, &config.public_url())?;
+                KeyRing::load_or_create(&path, &config.jwt_issuer())?;
                 let kid = KeyRing::rotate_file(&path, retain)?;
                 println!(
                     "new signing key {kid} in {}; running servers pick it up within 30 s",
@@ -178,7 +181,11 @@ fn redact(url: &str) -> String {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
+    // The data folder holds the database and the signing keys: owner-only.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
         .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
     let url = config.database_url();
     let store = Store::connect(&url)
@@ -190,7 +197,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let keys = KeyRing::load_or_create(&config.jwt_keys_file(), &config.public_url())?;
+    let keys = KeyRing::load_or_create(&config.jwt_keys_file(), &config.jwt_issuer())?;
     let limiter = match &config.redis_url {
         Some(url) => RateLimiter::redis(url, "veza:rl:")
             .await
