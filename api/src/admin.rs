@@ -38,6 +38,8 @@ pub(crate) struct AuditEntryView {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AuditPage {
     entries: Vec<AuditEntryView>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
     next_before: Option<i64>,
 }
 
@@ -59,10 +61,11 @@ pub(crate) async fn audit_log(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("invalid_limit", "limit is 1 to 500"));
     }
-    let entries = state.store.list_audit(query.before, limit).await?;
-    let next_before = (entries.len() as i64 == limit)
-        .then(|| entries.last().map(|e| e.id))
-        .flatten();
+    // One more than asked tells whether another page exists.
+    let mut entries = state.store.list_audit(query.before, limit + 1).await?;
+    let more = entries.len() as i64 > limit;
+    entries.truncate(limit as usize);
+    let next_before = more.then(|| entries.last().map(|e| e.id)).flatten();
     Ok(Json(AuditPage {
         entries: entries
             .into_iter()

@@ -28,7 +28,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/auth/totp/setup", post(totp_setup))
         .route("/api/v1/auth/totp/confirm", post(totp_confirm))
         .route("/api/v1/me", get(me))
-        .route("/.well-known/jwks.json", get(jwks))
 }
 
 /// A user as the API shows it.
@@ -123,7 +122,7 @@ fn validate_username(name: &str) -> ApiResult<()> {
         Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_username",
-            "usernames are 3 to 32 characters of a-z, 0-9, '_', '.' and '-'",
+            "usernames are 3 to 32 characters of letters a-z (either case), digits, '_', '.' and '-'",
         ))
     }
 }
@@ -204,7 +203,13 @@ impl AppState {
     }
 
     /// Appends to the audit log; a failure is logged and does not fail the request.
-    pub(crate) async fn audit(&self, entry: NewAuditEntry<'_>) {
+    pub(crate) async fn audit(&self, mut entry: NewAuditEntry<'_>) {
+        // Text from clients (a login's username) may hold U+0000, which PostgreSQL cannot store.
+        for text in [&mut entry.target, &mut entry.detail].into_iter().flatten() {
+            if text.contains('\0') {
+                *text = text.replace('\0', "\u{fffd}");
+            }
+        }
         let action = entry.action;
         if let Err(err) = self.store.audit(entry).await {
             tracing::error!(%err, action, "could not write the audit log");
@@ -256,7 +261,6 @@ async fn check_totp(state: &AppState, user_id: UserId, totp: &TOTP, code: &str) 
     if state.store.consume_totp_step(user_id, step).await? {
         Ok(())
     } else {
-        state.metrics.auth_failure("totp_replay");
         Err(ApiError::unauthorized(
             "totp_replayed",
             "this two-factor code was already used; wait for the next one",
@@ -306,7 +310,13 @@ pub(crate) async fn login(
     ip: ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<Session>> {
-    let found = match state.store.credentials(&req.username).await {
+    // No username holds U+0000 (see `validate_username`), which PostgreSQL text cannot store.
+    let lookup = if req.username.contains('\0') {
+        Err(StoreError::NotFound)
+    } else {
+        state.store.credentials(&req.username).await
+    };
+    let found = match lookup {
         Ok(creds) => Some(creds),
         Err(StoreError::NotFound) => None,
         Err(err) => return Err(err.into()),
@@ -320,9 +330,13 @@ pub(crate) async fn login(
             state.metrics.auth_failure("bad_credentials");
             state
                 .audit(NewAuditEntry {
-                    actor_id: other.map(|c| c.user.id.to_string()),
+                    // Nobody proved who they are: no actor. The target is the account tried.
+                    actor_id: None,
                     action: "login_failed",
-                    target: Some(req.username.chars().take(64).collect()),
+                    target: Some(other.map_or_else(
+                        || req.username.chars().take(64).collect(),
+                        |c| c.user.id.to_string(),
+                    )),
                     ip: ip.0,
                     detail: Some("bad credentials".into()),
                 })
@@ -343,7 +357,7 @@ pub(crate) async fn login(
             ));
         };
         if let Err(err) = check_totp(&state, creds.user.id, &totp, code).await {
-            state.metrics.auth_failure("bad_totp");
+            state.metrics.auth_failure(err.code);
             state
                 .audit(NewAuditEntry {
                     actor_id: Some(creds.user.id.to_string()),
@@ -520,13 +534,6 @@ pub(crate) async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResu
         )),
         Err(err) => Err(err.into()),
     }
-}
-
-/// Public keys that verify access and media tokens.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
-    responses((status = 200, description = "JWK Set (RFC 7517) of Ed25519 keys")))]
-pub(crate) async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(state.keys.jwks())
 }
 
 #[cfg(test)]

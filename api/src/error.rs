@@ -149,6 +149,13 @@ impl From<StoreError> for ApiError {
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
                 ApiError::unavailable(&err)
             }
+            // E.g. a valid token whose user is gone, or a room deleted meanwhile.
+            StoreError::Database(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                ApiError::conflict(
+                    "conflict",
+                    "something this request refers to no longer exists",
+                )
+            }
             other => ApiError::internal(&other),
         }
     }

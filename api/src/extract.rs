@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use veza_proto::UserId;
 
@@ -21,35 +21,85 @@ pub struct ApiJson<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
+    /// 415 without a JSON content type, 413 over the body limit, 400 for malformed JSON, 422
+    /// for JSON that is not an object of the expected shape.
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a body with Content-Type: application/json",
+            ));
         }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is too large",
+                )
+            } else {
+                ApiError::bad_request("unreadable_body", "the request body could not be read")
+            }
+        })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|err| {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {err}"),
+            )
+        })?;
+        let invalid = |message: String| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+        };
+        if !value.is_object() {
+            return Err(invalid("the body must be a JSON object".to_owned()));
+        }
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|err| {
+                let reason = without_value(&err.inner().to_string());
+                match err.path().to_string().as_str() {
+                    "." => invalid(reason),
+                    path => invalid(format!("{path}: {reason}")),
+                }
+            })
     }
 }
 
-fn json_rejection(rejection: &JsonRejection) -> ApiError {
-    let status = rejection.status();
-    let code = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
-        _ => "malformed_json",
+/// `application/json`, or `application/*+json`, with any parameters (as axum's `Json` accepts).
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
     };
-    let message = match status {
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            "expected a body with Content-Type: application/json".to_owned()
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|subtype| subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// serde names the value it refused ("password: invalid type: integer `123456`, expected a
+/// string"), and that value may be a secret sent with the wrong type (a numeric password, code
+/// or token). Keep the field, the kind of value and what was expected; drop the value.
+fn without_value(message: &str) -> String {
+    for marker in ["invalid type: ", "invalid value: "] {
+        if let Some(start) = message.find(marker).map(|at| at + marker.len())
+            && let Some(end) = message.rfind(", expected ").filter(|&end| end >= start)
+        {
+            let kind = message[start..end].split(['`', '"']).next().unwrap_or("");
+            return format!(
+                "{}{}{}",
+                &message[..start],
+                kind.trim_end(),
+                &message[end..]
+            );
         }
-        _ => rejection.body_text(),
-    };
-    // Keep client-facing statuses in the 4xx range whatever axum decides.
-    let status = if status.is_client_error() {
-        status
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    ApiError::new(status, code, message)
+    }
+    message.to_owned()
 }
 
 /// Path parameters.

@@ -22,6 +22,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use veza_proto::{ACCESS_AUDIENCE, MEDIA_AUDIENCE, MediaClaims, UserId};
 
+/// How often a server re-reads the key file to pick up a rotation.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+/// Clock skew allowed when checking `exp`.
+pub(crate) const LEEWAY: Duration = Duration::from_secs(5);
+
 /// Claims of an access token (REST API, 15 minutes by default).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -298,7 +303,7 @@ impl KeyRing {
         validation.set_audience(&[audience]);
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY.as_secs();
         let attempt = |ring: &KeyRing| {
             ring.read_loaded(|l| {
                 let key = l.verifying.get(&kid).ok_or(KeyError::UnknownKid)?;

@@ -29,7 +29,7 @@ use veza_store::Store;
 use veza_turn::TurnSettings;
 
 pub use error::{ApiError, ApiResult};
-pub use keys::{AccessClaims, KeyError, KeyRing};
+pub use keys::{AccessClaims, KeyError, KeyRing, RELOAD_INTERVAL};
 pub use metrics::Metrics;
 
 /// Settings of the API service.
@@ -74,9 +74,11 @@ impl ApiConfig {
         }
     }
 
-    /// The longest lifetime of any JWT this service signs: how long a retired key must verify.
-    pub fn longest_token_ttl(&self) -> Duration {
-        self.access_ttl.max(self.media_ttl)
+    /// How long a retired signing key must keep verifying: the longest lifetime of any JWT
+    /// this service signs, plus the time nodes may go on signing with it before they re-read
+    /// the key file, plus the verification leeway.
+    pub fn key_retention(&self) -> Duration {
+        self.access_ttl.max(self.media_ttl) + keys::RELOAD_INTERVAL + keys::LEEWAY
     }
 }
 

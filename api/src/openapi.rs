@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Veza API", description = "Users, rooms, roles, join tokens and the audit log of Veza."),
     paths(
         crate::auth::register, crate::auth::login, crate::auth::refresh, crate::auth::logout,
-        crate::auth::totp_setup, crate::auth::totp_confirm, crate::auth::me, crate::auth::jwks,
+        crate::auth::totp_setup, crate::auth::totp_confirm, crate::auth::me, crate::ops::jwks,
         crate::rooms::create_room, crate::rooms::list_rooms, crate::rooms::get_room,
         crate::rooms::update_room, crate::rooms::delete_room, crate::rooms::list_members,
         crate::rooms::set_member, crate::rooms::remove_member, crate::rooms::ban,

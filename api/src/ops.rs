@@ -15,6 +15,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
+        .route("/.well-known/jwks.json", get(jwks))
 }
 
 /// Alive: the process answers.
@@ -60,4 +61,11 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 #[utoipa::path(get, path = "/api/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3 document")))]
 pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::document())
+}
+
+/// Public keys that verify access and media tokens (not rate limited: verifiers poll it).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "JWK Set (RFC 7517) of Ed25519 keys")))]
+pub(crate) async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.keys.jwks())
 }

@@ -113,6 +113,7 @@ pub(crate) struct ListQuery {
 pub(crate) struct RoomPage {
     rooms: Vec<RoomView>,
     /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
 }
 
@@ -213,11 +214,12 @@ pub(crate) struct JoinResponse {
 
 fn validate_name(name: &str) -> ApiResult<String> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    // PostgreSQL text cannot hold U+0000.
+    if name.is_empty() || name.chars().count() > 100 || name.contains('\0') {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_name",
-            "room names are 1 to 100 characters",
+            "room names are 1 to 100 characters, without U+0000",
         ));
     }
     Ok(name.to_owned())
@@ -225,10 +227,10 @@ fn validate_name(name: &str) -> ApiResult<String> {
 
 fn validate_description(description: Option<String>) -> ApiResult<Option<String>> {
     match description {
-        Some(d) if d.chars().count() > 1000 => Err(ApiError::new(
+        Some(d) if d.chars().count() > 1000 || d.contains('\0') => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_description",
-            "descriptions are at most 1000 characters",
+            "descriptions are at most 1000 characters, without U+0000",
         )),
         other => Ok(other),
     }
@@ -269,25 +271,74 @@ async fn owned_room(state: &AppState, id: RoomId, user: UserId) -> ApiResult<Roo
     Ok(room)
 }
 
-/// Checks the caller moderates the room and may act on `target` (never the owner).
-async fn moderate(state: &AppState, id: RoomId, actor: UserId, target: UserId) -> ApiResult<Room> {
-    let (room, role) = visible_room(state, id, actor).await?;
-    if !role.is_some_and(Role::can_moderate) {
-        return Err(ApiError::forbidden(
-            "not_moderator",
-            "only the room's owner or a moderator may do this",
-        ));
+/// A moderation action the caller is allowed to take on `target` in `room`.
+struct Moderation {
+    room: RoomId,
+    target: UserId,
+    /// The caller's role: owner or moderator.
+    actor_role: Role,
+}
+
+impl Moderation {
+    /// Checks that `actor` moderates the room and may act on `target`: never on the owner, and
+    /// a moderator not on another moderator (only the owner manages moderators).
+    async fn check(
+        state: &AppState,
+        actor: UserId,
+        (room, target): &(String, String),
+    ) -> ApiResult<Self> {
+        let (room, target): (RoomId, UserId) =
+            (parse_id(room, "room id")?, parse_id(target, "user id")?);
+        let (room, actor_role) = visible_room(state, room, actor).await?;
+        let actor_role = actor_role.filter(|r| r.can_moderate()).ok_or_else(|| {
+            ApiError::forbidden(
+                "not_moderator",
+                "only the room's owner or a moderator may do this",
+            )
+        })?;
+        if target == room.owner_id {
+            return Err(ApiError::forbidden(
+                "owner_protected",
+                "the room's owner cannot be changed",
+            ));
+        }
+        if actor_role == Role::Moderator
+            && state.store.member_role(room.id, target).await? == Some(Role::Moderator)
+        {
+            return Err(ApiError::forbidden(
+                "owner_only",
+                "only the room's owner may change a moderator",
+            ));
+        }
+        match state.store.user(target).await {
+            Ok(_) => Ok(Self {
+                room: room.id,
+                target,
+                actor_role,
+            }),
+            Err(StoreError::NotFound) => Err(ApiError::not_found("user")),
+            Err(err) => Err(err.into()),
+        }
     }
-    if target == room.owner_id {
-        return Err(ApiError::forbidden(
-            "owner_protected",
-            "the room's owner cannot be changed",
-        ));
-    }
-    match state.store.user(target).await {
-        Ok(_) => Ok(room),
-        Err(StoreError::NotFound) => Err(ApiError::not_found("user")),
-        Err(err) => Err(err.into()),
+
+    /// Writes the audit entry of the action.
+    async fn audit(
+        &self,
+        state: &AppState,
+        actor: UserId,
+        ip: ClientIp,
+        action: &str,
+        detail: String,
+    ) {
+        state
+            .audit(NewAuditEntry {
+                actor_id: Some(actor.to_string()),
+                action,
+                target: Some(self.target.to_string()),
+                ip: ip.0,
+                detail: Some(format!("room {}{detail}", self.room)),
+            })
+            .await;
     }
 }
 
@@ -310,8 +361,10 @@ pub(crate) async fn create_room(
             owner_id: user.id,
         })
         .await?;
+    let location = format!("/api/v1/rooms/{}", room.id);
     Ok((
         StatusCode::CREATED,
+        [(axum::http::header::LOCATION, location)],
         Json(RoomView::new(room, Some(Role::Owner))),
     ))
 }
@@ -339,8 +392,11 @@ pub(crate) async fn list_rooms(
             ))
         }
     };
-    let rooms = state.store.list_rooms(user.id, limit, after).await?;
-    let next_cursor = (rooms.len() as i64 == limit)
+    // One more than asked tells whether another page exists.
+    let mut rooms = state.store.list_rooms(user.id, limit + 1, after).await?;
+    let more = rooms.len() as i64 > limit;
+    rooms.truncate(limit as usize);
+    let next_cursor = more
         .then(|| {
             rooms
                 .last()
@@ -381,12 +437,12 @@ pub(crate) async fn update_room(
     ApiJson(req): ApiJson<UpdateRoom>,
 ) -> ApiResult<Json<RoomView>> {
     let id = parse_id(&id, "room id")?;
+    owned_room(&state, id, user.id).await?;
     let patch = RoomPatch {
         name: req.name.as_deref().map(validate_name).transpose()?,
         description: req.description.map(validate_description).transpose()?,
         visibility: req.visibility,
     };
-    owned_room(&state, id, user.id).await?;
     let room = state.store.update_room(id, patch).await?;
     Ok(Json(RoomView::new(room, Some(Role::Owner))))
 }
@@ -441,19 +497,31 @@ pub(crate) async fn set_member(
     State(state): State<AppState>,
     user: AuthUser,
     ip: ClientIp,
-    ApiPath((id, target)): ApiPath<(String, String)>,
+    ApiPath(ids): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<SetRole>,
 ) -> ApiResult<Json<MemberView>> {
-    let (id, target): (RoomId, UserId) = (parse_id(&id, "room id")?, parse_id(&target, "user id")?);
-    if req.role == Role::Owner {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_role",
-            "a room has one owner; assign moderator, speaker or listener",
-        ));
+    let action = Moderation::check(&state, user.id, &ids).await?;
+    match req.role {
+        Role::Owner => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_role",
+                "a room has one owner; assign moderator, speaker or listener",
+            ));
+        }
+        Role::Moderator if action.actor_role != Role::Owner => {
+            return Err(ApiError::forbidden(
+                "owner_only",
+                "only the room's owner may appoint moderators",
+            ));
+        }
+        _ => {}
     }
-    moderate(&state, id, user.id, target).await?;
-    match state.store.set_member_role(id, target, req.role).await {
+    match state
+        .store
+        .set_member_role(action.room, action.target, req.role)
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => {
             return Err(ApiError::conflict(
@@ -463,18 +531,18 @@ pub(crate) async fn set_member(
         }
         Err(err) => return Err(err.into()),
     }
-    state
-        .audit(NewAuditEntry {
-            actor_id: Some(user.id.to_string()),
-            action: "role_change",
-            target: Some(target.to_string()),
-            ip: ip.0,
-            detail: Some(format!("room {id}: {}", req.role)),
-        })
+    action
+        .audit(
+            &state,
+            user.id,
+            ip,
+            "role_change",
+            format!(": {}", req.role),
+        )
         .await;
-    let username = state.store.user(target).await?.username;
+    let username = state.store.user(action.target).await?.username;
     Ok(Json(MemberView {
-        user_id: target,
+        user_id: action.target,
         username,
         role: req.role,
     }))
@@ -488,21 +556,18 @@ pub(crate) async fn remove_member(
     State(state): State<AppState>,
     user: AuthUser,
     ip: ClientIp,
-    ApiPath((id, target)): ApiPath<(String, String)>,
+    ApiPath(ids): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let (id, target): (RoomId, UserId) = (parse_id(&id, "room id")?, parse_id(&target, "user id")?);
-    moderate(&state, id, user.id, target).await?;
-    if !state.store.remove_member(id, target).await? {
+    let action = Moderation::check(&state, user.id, &ids).await?;
+    if !state
+        .store
+        .remove_member(action.room, action.target)
+        .await?
+    {
         return Err(ApiError::not_found("member"));
     }
-    state
-        .audit(NewAuditEntry {
-            actor_id: Some(user.id.to_string()),
-            action: "member_removed",
-            target: Some(target.to_string()),
-            ip: ip.0,
-            detail: Some(format!("room {id}")),
-        })
+    action
+        .audit(&state, user.id, ip, "member_removed", String::new())
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -515,26 +580,13 @@ pub(crate) async fn ban(
     State(state): State<AppState>,
     user: AuthUser,
     ip: ClientIp,
-    ApiPath((id, target)): ApiPath<(String, String)>,
+    ApiPath(ids): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let (id, target): (RoomId, UserId) = (parse_id(&id, "room id")?, parse_id(&target, "user id")?);
-    if target == user.id {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_target",
-            "you cannot ban yourself",
-        ));
-    }
-    moderate(&state, id, user.id, target).await?;
-    state.store.ban(id, target, user.id).await?;
-    state
-        .audit(NewAuditEntry {
-            actor_id: Some(user.id.to_string()),
-            action: "ban",
-            target: Some(target.to_string()),
-            ip: ip.0,
-            detail: Some(format!("room {id}")),
-        })
+    // Nobody can ban themselves: the owner is protected, a moderator cannot act on a moderator.
+    let action = Moderation::check(&state, user.id, &ids).await?;
+    state.store.ban(action.room, action.target, user.id).await?;
+    action
+        .audit(&state, user.id, ip, "ban", String::new())
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -547,21 +599,14 @@ pub(crate) async fn unban(
     State(state): State<AppState>,
     user: AuthUser,
     ip: ClientIp,
-    ApiPath((id, target)): ApiPath<(String, String)>,
+    ApiPath(ids): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let (id, target): (RoomId, UserId) = (parse_id(&id, "room id")?, parse_id(&target, "user id")?);
-    moderate(&state, id, user.id, target).await?;
-    if !state.store.unban(id, target).await? {
+    let action = Moderation::check(&state, user.id, &ids).await?;
+    if !state.store.unban(action.room, action.target).await? {
         return Err(ApiError::not_found("ban"));
     }
-    state
-        .audit(NewAuditEntry {
-            actor_id: Some(user.id.to_string()),
-            action: "unban",
-            target: Some(target.to_string()),
-            ip: ip.0,
-            detail: Some(format!("room {id}")),
-        })
+    action
+        .audit(&state, user.id, ip, "unban", String::new())
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,15 +13,15 @@ pub enum RefreshOutcome {
         /// Whose token it was.
         user_id: UserId,
     },
-    /// The token had already been used (or its family revoked): the whole family is now
-    /// revoked, since either the legitimate client or an attacker holds a stolen copy.
+    /// The token had already been used: the whole family is now revoked, since either the
+    /// legitimate client or an attacker holds a copy.
     Reused {
         /// Whose token it was.
         user_id: UserId,
         /// The revoked family.
         family_id: String,
     },
-    /// No such token, or it expired.
+    /// No such token, or it expired, or it was revoked.
     Invalid,
 }
 
@@ -75,11 +75,13 @@ impl Store {
         )?;
         let used = row.try_get::<Option<i64>, _>("used_at")?.is_some();
         let revoked = row.try_get::<Option<i64>, _>("revoked_at")?.is_some();
-        if used || revoked {
+        if used {
             self.revoke_family(&family_id, now).await?;
             return Ok(RefreshOutcome::Reused { user_id, family_id });
         }
-        if row.try_get::<i64, _>("expires_at")? <= now {
+        // Revoked but never used (logout, or its family was revoked for a reuse): dead, and
+        // nothing more to revoke.
+        if revoked || row.try_get::<i64, _>("expires_at")? <= now {
             return Ok(RefreshOutcome::Invalid);
         }
 

@@ -9,7 +9,6 @@ mod config;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -142,7 +141,7 @@ fn main() -> anyhow::Result<()> {
                 command: KeysCommand::Rotate,
             } => {
                 let path = config.jwt_keys_file();
-                let retain = config.api().longest_token_ttl();
+                let retain = config.api().key_retention();
                 // Make sure a key file exists, then add a new key to it.
                 KeyRing::load_or_create(&path, &config.jwt_issuer())?;
                 let kid = KeyRing::rotate_file(&path, retain)?;
@@ -235,13 +234,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// Background chores: pick up rotated keys, purge expired refresh tokens.
 fn spawn_housekeeping(state: AppState) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let mut tick = tokio::time::interval(veza_api::RELOAD_INTERVAL);
         let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
             if let Err(err) = state.keys.reload_if_changed() {
                 tracing::error!(%err, "could not reload JWT keys; keeping the old ones");
             }
+            // About hourly.
             if ticks.is_multiple_of(120) {
                 match state
                     .store
