@@ -236,7 +236,7 @@ fn validate_description(description: Option<String>) -> ApiResult<Option<String>
     }
 }
 
-fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> ApiResult<T> {
+pub(crate) fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> ApiResult<T> {
     raw.parse()
         .map_err(|_| ApiError::bad_request("invalid_id", format!("{what} is not a valid id")))
 }

@@ -1,5 +1,8 @@
-//! Wire types shared by every Veza service: newtype IDs, room roles, grants and the claims of
-//! the media token. No I/O lives here.
+//! Wire types shared by every Veza service: newtype IDs, room roles, grants, the claims of
+//! the media token, and chat messages and events ([`chat`]). No I/O lives here.
+
+pub mod chat;
+pub mod signal;
 
 use std::fmt;
 use std::str::FromStr;
@@ -63,6 +66,10 @@ id_type!(
 id_type!(
     /// A published media track.
     TrackId
+);
+id_type!(
+    /// A chat message (stable across edits and deletion; within a room, `seq` orders messages).
+    MessageId
 );
 
 /// A user's role in a room, from most to least powerful.

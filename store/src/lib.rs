@@ -13,6 +13,7 @@
 //! ```
 
 mod audit;
+mod chat;
 mod migrate;
 mod rooms;
 pub mod testing;
@@ -25,6 +26,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEntry, NewAuditEntry};
+pub use chat::{ChatMessage, ChatPage, ChatStanding};
 pub use rooms::{Member, NewRoom, Room, RoomPatch, RoomWithRole};
 pub use tokens::RefreshOutcome;
 pub use users::{Credentials, User};

@@ -7,12 +7,20 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use crate::{Backend, Store, StoreError};
 
 /// `(version, description, postgres sql, sqlite sql)`; append, never edit.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "chat",
+        include_str!("../../migrations/postgres/0002_chat.sql"),
+        include_str!("../../migrations/sqlite/0002_chat.sql"),
+    ),
+];
 
 pub(crate) async fn run(store: &Store) -> Result<(), StoreError> {
     let migrations = MIGRATIONS

@@ -2,19 +2,22 @@
 
 use veza_proto::{Role, RoomId, UserId, Visibility};
 use veza_store::testing::TestDb;
-use veza_store::{NewAuditEntry, NewRoom, RefreshOutcome, RoomPatch, Store, StoreError};
+use veza_store::{
+    ChatPage, NewAuditEntry, NewRoom, RefreshOutcome, RoomPatch, Store, StoreError,
+};
 
-/// Runs each scenario once per backend.
+/// Runs each scenario once per backend, on a multi-threaded runtime so that concurrent
+/// scenarios really run in parallel.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod postgres {
-            $(#[tokio::test] async fn $name() {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() {
                 let db = veza_store::testing::TestDb::postgres().await.expect("PostgreSQL at 127.0.0.1:5432");
                 super::$name(db.store().await.expect("migrate")).await;
             })*
         }
         mod sqlite {
-            $(#[tokio::test] async fn $name() {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() {
                 let db = veza_store::testing::TestDb::sqlite();
                 super::$name(db.store().await.expect("migrate")).await;
             })*
@@ -31,6 +34,10 @@ conformance!(
     room_update_and_delete_cascade,
     members_and_bans,
     audit_log_pages_newest_first,
+    chat_messages_are_sequenced_deduplicated_and_paged,
+    chat_edits_and_deletes,
+    concurrent_chat_inserts_get_gap_free_seqs,
+    chat_mutes_and_standing,
 );
 
 async fn user(store: &Store, name: &str) -> UserId {
@@ -412,6 +419,298 @@ async fn audit_log_pages_newest_first(store: Store) {
     assert_eq!(second.len(), 2);
     assert_eq!(second[1].actor_id.as_deref(), Some("actor0"));
     assert_eq!(second[0].ip.as_deref(), Some("127.0.0.1"));
+}
+
+async fn public_room(store: &Store, owner: UserId) -> RoomId {
+    store
+        .create_room(NewRoom {
+            name: "chat",
+            description: None,
+            visibility: Visibility::Public,
+            owner_id: owner,
+        })
+        .await
+        .expect("room")
+        .id
+}
+
+async fn chat_messages_are_sequenced_deduplicated_and_paged(store: Store) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room = public_room(&store, alice).await;
+    let other_room = public_room(&store, alice).await;
+
+    let (first, created) = store
+        .insert_chat_message(room, alice, "c1", "hello")
+        .await
+        .expect("insert");
+    assert!(created);
+    assert_eq!(first.seq, 1);
+    assert_eq!(
+        (first.username.as_str(), first.text.as_str()),
+        ("alice", "hello")
+    );
+    assert_eq!((first.edited_at, first.deleted_at), (None, None));
+    assert!(first.created_at > 0);
+
+    // The same client id again: the stored message, nothing new, no seq used.
+    let (again, created) = store
+        .insert_chat_message(room, alice, "c1", "a different text")
+        .await
+        .expect("duplicate");
+    assert!(!created);
+    assert_eq!(again, first);
+    // The same client id from another user, or in another room, is another message.
+    let (from_bob, created) = store
+        .insert_chat_message(room, bob, "c1", "hi")
+        .await
+        .expect("bob");
+    assert!(created);
+    assert_eq!(from_bob.seq, 2, "the duplicate used no seq");
+    let (elsewhere, _) = store
+        .insert_chat_message(other_room, alice, "c1", "elsewhere")
+        .await
+        .expect("other room");
+    assert_eq!(elsewhere.seq, 1, "seqs count per room");
+
+    for i in 3..=10 {
+        let (m, _) = store
+            .insert_chat_message(room, alice, &format!("c{i}"), &format!("m{i}"))
+            .await
+            .expect("insert");
+        assert_eq!(m.seq, i);
+    }
+    assert_eq!(
+        store.chat_message(room, 2).await.expect("by seq"),
+        from_bob
+    );
+    assert!(matches!(
+        store.chat_message(room, 11).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let seqs = |page: Vec<veza_store::ChatMessage>| page.iter().map(|m| m.seq).collect::<Vec<_>>();
+    let latest = store
+        .chat_history(room, ChatPage::Latest, 3)
+        .await
+        .expect("latest");
+    assert_eq!(seqs(latest), [10, 9, 8]);
+    let before = store
+        .chat_history(room, ChatPage::Before(8), 3)
+        .await
+        .expect("before");
+    assert_eq!(seqs(before), [7, 6, 5]);
+    let tail = store
+        .chat_history(room, ChatPage::Before(3), 50)
+        .await
+        .expect("before, short page");
+    assert_eq!(seqs(tail), [2, 1]);
+    let after = store
+        .chat_history(room, ChatPage::After(2), 4)
+        .await
+        .expect("after");
+    assert_eq!(seqs(after), [3, 4, 5, 6]);
+    assert!(
+        store
+            .chat_history(room, ChatPage::After(10), 4)
+            .await
+            .expect("caught up")
+            .is_empty()
+    );
+    assert_eq!(
+        seqs(
+            store
+                .chat_history(other_room, ChatPage::Latest, 50)
+                .await
+                .expect("other")
+        ),
+        [1]
+    );
+
+    assert!(matches!(
+        store
+            .insert_chat_message(RoomId::new(), alice, "c1", "nowhere")
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .insert_chat_message(room, UserId::new(), "c1", "nobody")
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let (next, _) = store
+        .insert_chat_message(room, bob, "c2", "after the failures")
+        .await
+        .expect("insert");
+    assert_eq!(next.seq, 11, "failed inserts gave their seq back");
+
+    // Deleting the room deletes its chat.
+    store.delete_room(room).await.expect("delete room");
+    assert!(matches!(
+        store.chat_message(room, 1).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn chat_edits_and_deletes(store: Store) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room = public_room(&store, alice).await;
+    let (m, _) = store
+        .insert_chat_message(room, bob, "b1", "tpyo")
+        .await
+        .expect("insert");
+
+    let edited = store
+        .edit_chat_message(room, m.seq, bob, "typo")
+        .await
+        .expect("edit");
+    assert_eq!(edited.text, "typo");
+    assert!(edited.edited_at.is_some_and(|at| at >= m.created_at));
+    assert_eq!((edited.id, edited.seq, edited.created_at), (m.id, m.seq, m.created_at));
+    assert!(
+        matches!(
+            store.edit_chat_message(room, m.seq, alice, "hijack").await,
+            Err(StoreError::NotFound)
+        ),
+        "only the author's message matches"
+    );
+    assert!(matches!(
+        store.edit_chat_message(room, 99, bob, "x").await,
+        Err(StoreError::NotFound)
+    ));
+
+    let deleted = store
+        .delete_chat_message(room, m.seq, alice)
+        .await
+        .expect("delete");
+    assert!(deleted.is_deleted());
+    assert_eq!(deleted.text, "", "a deleted message's text is erased");
+    assert_eq!(deleted.deleted_by, Some(alice));
+    assert!(matches!(
+        store.delete_chat_message(room, m.seq, alice).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.edit_chat_message(room, m.seq, bob, "back").await,
+        Err(StoreError::NotFound)
+    ));
+    let history = store
+        .chat_history(room, ChatPage::Latest, 10)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 1, "a deleted message keeps its place");
+    assert!(history[0].is_deleted() && history[0].text.is_empty());
+    // A retry of the deleted message's client id does not bring it back.
+    let (again, created) = store
+        .insert_chat_message(room, bob, "b1", "tpyo")
+        .await
+        .expect("retry");
+    assert!(!created && again.is_deleted());
+}
+
+async fn concurrent_chat_inserts_get_gap_free_seqs(store: Store) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room = public_room(&store, alice).await;
+    // 50 distinct messages from two users, plus 10 retries racing their originals.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        let (author, n) = if i < 50 {
+            (if i % 2 == 0 { alice } else { bob }, i)
+        } else {
+            (if (i - 50) % 2 == 0 { alice } else { bob }, i - 50)
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .insert_chat_message(room, author, &format!("m{n}"), &format!("text {n}"))
+                .await
+        }));
+    }
+    let mut created = Vec::new();
+    let mut duplicates = 0;
+    for task in tasks {
+        let (message, new) = task.await.expect("task").expect("insert");
+        if new {
+            created.push(message.seq);
+        } else {
+            duplicates += 1;
+        }
+    }
+    created.sort_unstable();
+    assert_eq!(created, (1..=50).collect::<Vec<i64>>(), "seqs 1..=50 exactly");
+    assert_eq!(duplicates, 10);
+    let all = store
+        .chat_history(room, ChatPage::After(0), 200)
+        .await
+        .expect("history");
+    assert_eq!(all.len(), 50);
+    assert!(all.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+    // Order of seqs is the order of acceptance: created_at never goes backwards.
+    assert!(all.windows(2).all(|w| w[0].created_at <= w[1].created_at));
+}
+
+async fn chat_mutes_and_standing(store: Store) {
+    let owner = user(&store, "olga").await;
+    let member = user(&store, "pete").await;
+    let stranger = user(&store, "quinn").await;
+    let room = store
+        .create_room(NewRoom {
+            name: "private",
+            description: None,
+            visibility: Visibility::Private,
+            owner_id: owner,
+        })
+        .await
+        .expect("room")
+        .id;
+    store
+        .set_member_role(room, member, Role::Speaker)
+        .await
+        .expect("member");
+
+    let standing = store.chat_standing(room, member).await.expect("standing");
+    assert_eq!(standing.visibility, Visibility::Private);
+    assert_eq!(standing.owner_id, owner);
+    assert_eq!(standing.role, Some(Role::Speaker));
+    assert!(!standing.banned && !standing.muted);
+    assert_eq!(
+        store
+            .chat_standing(room, stranger)
+            .await
+            .expect("standing")
+            .role,
+        None
+    );
+    assert!(matches!(
+        store.chat_standing(RoomId::new(), member).await,
+        Err(StoreError::NotFound)
+    ));
+
+    assert!(!store.is_chat_muted(room, member).await.expect("muted?"));
+    store.mute_chat(room, member, owner).await.expect("mute");
+    store
+        .mute_chat(room, member, owner)
+        .await
+        .expect("mute twice is fine");
+    assert!(store.is_chat_muted(room, member).await.expect("muted?"));
+    assert!(store.chat_standing(room, member).await.expect("standing").muted);
+    assert!(matches!(
+        store.mute_chat(room, UserId::new(), owner).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.mute_chat(RoomId::new(), member, owner).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.unmute_chat(room, member).await.expect("unmute"));
+    assert!(!store.unmute_chat(room, member).await.expect("unmute twice"));
+    assert!(!store.is_chat_muted(room, member).await.expect("muted?"));
+
+    store.ban(room, stranger, owner).await.expect("ban");
+    assert!(store.chat_standing(room, stranger).await.expect("standing").banned);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The one typed configuration of the binary: defaults → TOML file (`--config`) → environment
 //! → flags, then [`Config::validate`]. Unknown keys in the file are rejected.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -75,6 +75,11 @@ pub struct Config {
     pub turn_secret: Option<String>,
     /// `VEZA_TURN_TTL_SECS`: lifetime of TURN credentials.
     pub turn_ttl_secs: u64,
+    /// `VEZA_RTC_UDP_ADDR`: the one UDP socket of every WebRTC peer.
+    pub rtc_udp_addr: SocketAddr,
+    /// `VEZA_RTC_PUBLIC_IPS`: comma-separated IPs announced as ICE host candidates; default
+    /// the bound IP, or 127.0.0.1 and the default route's address.
+    pub rtc_public_ips: Vec<IpAddr>,
 }
 
 impl Default for Config {
@@ -100,6 +105,8 @@ impl Default for Config {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl_secs: 24 * 3600,
+            rtc_udp_addr: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            rtc_public_ips: Vec::new(),
         }
     }
 }
@@ -109,7 +116,7 @@ pub const DEFAULT_STUN_URL: &str = "stun:stun.l.google.com:19302";
 
 /// Environment variables reserved for settings that later parts of Veza read; accepted
 /// without a warning.
-const RESERVED_ENV: &[&str] = &["VEZA_RTC_UDP_ADDR", "VEZA_QUIC_ADDR", "VEZA_CLUSTER_SECRET"];
+const RESERVED_ENV: &[&str] = &["VEZA_QUIC_ADDR", "VEZA_CLUSTER_SECRET"];
 
 fn parse<T: FromStr>(name: &str, value: &str) -> anyhow::Result<T>
 where
@@ -172,6 +179,13 @@ impl Config {
                 "VEZA_TURN_URLS" => self.turn_urls = list(&value),
                 "VEZA_TURN_SECRET" => self.turn_secret = Some(value),
                 "VEZA_TURN_TTL_SECS" => self.turn_ttl_secs = parse(&name, &value)?,
+                "VEZA_RTC_UDP_ADDR" => self.rtc_udp_addr = parse(&name, &value)?,
+                "VEZA_RTC_PUBLIC_IPS" => {
+                    self.rtc_public_ips = list(&value)
+                        .iter()
+                        .map(|ip| parse(&name, ip))
+                        .collect::<anyhow::Result<_>>()?;
+                }
                 other if other.starts_with("VEZA_") && !RESERVED_ENV.contains(&other) => {
                     unknown.push(name);
                 }
@@ -347,7 +361,8 @@ mod tests {
             .apply_env(env(&[
                 ("VEZA_RATE_LIMIT_PER_MIN", "7"),
                 ("VEZA_CORS_ORIGINS", "https://a.example, https://b.example"),
-                ("VEZA_RTC_UDP_ADDR", "0.0.0.0:7882"),
+                ("VEZA_QUIC_ADDR", "0.0.0.0:4443"),
+                ("VEZA_RTC_PUBLIC_IPS", "203.0.113.7, 127.0.0.1"),
                 ("VEZA_TYPO", "1"),
                 ("PATH", "/bin"),
             ]))
@@ -356,6 +371,7 @@ mod tests {
         assert_eq!(config.rate_limit_per_min, 7, "env beats file");
         assert_eq!(config.http_addr.port(), 9000, "file beats default");
         assert_eq!(config.cors_origins.len(), 2);
+        assert_eq!(config.rtc_public_ips.len(), 2);
         config.validate().expect("valid");
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -5,15 +5,22 @@
 //! same binary serves as one node of a cluster.
 
 mod config;
+mod web;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use veza_api::{AppState, KeyRing};
+use veza_proto::MediaClaims;
+use veza_sfu::engine::{Config as EngineConfig, Engine};
+use veza_sfu::webrtc::{MediaConfig, MediaServer};
+use veza_signaling::{Signaling, TokenVerifier};
 use veza_cluster::RateLimiter;
 use veza_store::Store;
 
@@ -206,6 +213,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(config.api(), store.clone(), keys, limiter);
     spawn_housekeeping(state.clone());
 
+    let media = MediaServer::start(
+        MediaConfig {
+            udp_addr: config.rtc_udp_addr,
+            announce_ips: config.rtc_public_ips.clone(),
+            reconnect_grace: RECONNECT_GRACE,
+        },
+        Engine::new(EngineConfig::default()),
+    )
+    .await
+    .with_context(|| format!("starting WebRTC media on {}", config.rtc_udp_addr))?;
+    let signaling = Signaling::new(
+        media,
+        Arc::new(MediaTokens(state.clone())),
+        None,
+        RECONNECT_GRACE,
+    );
+
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding {}", config.http_addr))?;
@@ -218,7 +242,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         nats = config.nats_url.is_some(),
         "veza is serving"
     );
-    let app = veza_api::router(state);
+    let app = veza_api::router(state)
+        .merge(veza_signaling::router(signaling))
+        .merge(web::router());
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -229,6 +255,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("veza stopped");
     Ok(())
+}
+
+/// How long a participant whose connection dropped is kept for a reconnect.
+const RECONNECT_GRACE: Duration = Duration::from_secs(30);
+
+/// Media tokens are checked with the API's key ring.
+struct MediaTokens(AppState);
+
+impl TokenVerifier for MediaTokens {
+    fn verify_media(&self, token: &str) -> Result<MediaClaims, String> {
+        self.0.keys.verify_media(token).map_err(|e| e.to_string())
+    }
 }
 
 /// Background chores: pick up rotated keys, purge expired refresh tokens.

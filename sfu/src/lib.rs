@@ -1,0 +1,7 @@
+//! The Veza media path. [`engine`] is the sans-IO forwarding core: rooms, tracks, per-subscriber
+//! rewriting of SSRC, sequence numbers and timestamps, NACK answers from a packet cache, and
+//! active-speaker detection from audio levels. It takes `now` as input and never reads a clock,
+//! so it runs the same in production and on the virtual clock of the simulation tests.
+
+pub mod engine;
+pub mod webrtc;

@@ -1,0 +1,925 @@
+//! WebRTC transport: str0m peers on one UDP socket, driven by one task (a shard) that owns the
+//! socket, every peer and the [`Engine`].
+//!
+//! The server is ICE-lite and announces host candidates on the socket's port for each announced
+//! IP. A datagram is routed to its peer by the local ufrag of a STUN Binding request, which
+//! also records its 5-tuple, and afterwards by that 5-tuple — two hash-map lookups, never a
+//! scan. Negotiation is server-driven: the server makes every offer (the first one, and one each
+//! time the peer gets or loses a slot), the client answers. Peers run str0m in RTP mode so the
+//! engine rewrites sequence numbers and timestamps itself and answers NACKs from its cache.
+//!
+//! Other tasks talk to the shard through a [`MediaServer`] handle (commands over a channel); the
+//! shard talks back to each participant's session through its [`ServerEvent`] channel.
+
+mod stun;
+
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RawPacket, SeqNo};
+use str0m::rtp::rtcp::Rtcp;
+use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output as RtcOutput, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use veza_proto::{Grants, ParticipantId, RoomId, TrackId};
+
+use crate::engine::{
+    AudioLevel, Engine, Event as EngineEvent, Output as EngineOutput, RtpIn, SlotId,
+};
+
+pub use stun::{is_stun, local_ufrag};
+
+/// Where the media transport listens and what it announces.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// The UDP socket every peer shares (`VEZA_RTC_UDP_ADDR`, default `0.0.0.0:7882`).
+    pub udp_addr: SocketAddr,
+    /// The IPs announced as host candidates, on the socket's port. Empty: the bound IP if it
+    /// is specific, else 127.0.0.1 and the address of the default route.
+    pub announce_ips: Vec<IpAddr>,
+    /// How long a participant whose connection dropped is kept for an ICE restart.
+    pub reconnect_grace: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            udp_addr: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            announce_ips: Vec::new(),
+            reconnect_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a media operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// No such participant (gone, or never joined).
+    #[error("unknown participant")]
+    UnknownParticipant,
+    /// The participant is already connected.
+    #[error("participant already joined")]
+    AlreadyJoined,
+    /// The grants do not allow it.
+    #[error("not allowed: {0}")]
+    NotAllowed(&'static str),
+    /// The SDP could not be parsed or applied.
+    #[error("invalid SDP: {0}")]
+    InvalidSdp(String),
+    /// There is no offer waiting for this answer.
+    #[error("no offer is waiting for an answer")]
+    NoPendingOffer,
+    /// The media task is gone (shutting down).
+    #[error("media server stopped")]
+    Stopped,
+    /// Binding or reading the UDP socket failed.
+    #[error("UDP socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Who joins, as the media token says.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// The room.
+    pub room: RoomId,
+    /// The participant identity of the token.
+    pub participant: ParticipantId,
+    /// What it may do.
+    pub grants: Grants,
+}
+
+/// What the shard tells one participant's session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// A new SDP offer to answer (renegotiation or ICE restart).
+    Offer(String),
+    /// ICE and DTLS are up.
+    Connected,
+    /// The connection dropped; an ICE restart within the grace period keeps the participant.
+    Disconnected,
+    /// Text received on the participant's `chat` data channel.
+    ChatData(String),
+    /// A room event from the engine, to pass on (joined, left, tracks, speakers, mutes).
+    Room(EngineEvent),
+    /// The participant was removed from the media path (kick, ban or timeout).
+    Removed,
+}
+
+enum Command {
+    Join {
+        request: JoinRequest,
+        events: mpsc::UnboundedSender<ServerEvent>,
+        reply: oneshot::Sender<Result<String, MediaError>>,
+    },
+    Answer {
+        participant: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    Candidate {
+        participant: ParticipantId,
+        candidate: String,
+    },
+    Publish {
+        participant: ParticipantId,
+        publish: bool,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    SetMuted {
+        participant: ParticipantId,
+        muted: bool,
+    },
+    SendChat {
+        participant: ParticipantId,
+        text: String,
+    },
+    Restart {
+        participant: ParticipantId,
+        events: mpsc::UnboundedSender<ServerEvent>,
+        reply: oneshot::Sender<Result<String, MediaError>>,
+    },
+    Leave {
+        participant: ParticipantId,
+    },
+}
+
+/// A handle to the media shard. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MediaServer {
+    commands: mpsc::UnboundedSender<Command>,
+    local_addr: SocketAddr,
+    candidates: Arc<[SocketAddr]>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl MediaServer {
+    /// Binds the UDP socket and starts the shard on the current tokio runtime.
+    pub async fn start(config: MediaConfig, engine: Engine) -> Result<Self, MediaError> {
+        let socket = UdpSocket::bind(config.udp_addr).await?;
+        let local_addr = socket.local_addr()?;
+        let ips = if !config.announce_ips.is_empty() {
+            config.announce_ips.clone()
+        } else if !local_addr.ip().is_unspecified() {
+            vec![local_addr.ip()]
+        } else {
+            let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
+            ips.extend(default_route_ip());
+            ips
+        };
+        let candidates: Arc<[SocketAddr]> = ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, local_addr.port()))
+            .collect();
+        let (commands, rx) = mpsc::unbounded_channel();
+        let shard = Shard::new(socket, rx, engine, candidates.clone(), config.reconnect_grace);
+        tokio::spawn(shard.run());
+        tracing::info!(addr = %local_addr, candidates = ?candidates, "WebRTC media listening");
+        Ok(Self {
+            commands,
+            local_addr,
+            candidates,
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The announced host candidates.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, MediaError>>) -> Command,
+    ) -> Result<T, MediaError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .map_err(|_| MediaError::Stopped)?;
+        rx.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    fn tell(&self, command: Command) {
+        // A stopped shard has nothing left to tell.
+        let _ = self.commands.send(command);
+    }
+
+    /// Adds a participant; returns the first SDP offer for its client to answer.
+    pub async fn join(
+        &self,
+        request: JoinRequest,
+        events: mpsc::UnboundedSender<ServerEvent>,
+    ) -> Result<String, MediaError> {
+        self.ask(|reply| Command::Join {
+            request,
+            events,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies the client's answer to the pending offer.
+    pub async fn answer(&self, participant: ParticipantId, sdp: String) -> Result<(), MediaError> {
+        self.ask(|reply| Command::Answer {
+            participant,
+            sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// Adds a trickled remote candidate (`candidate:…` line).
+    pub fn candidate(&self, participant: ParticipantId, candidate: String) {
+        self.tell(Command::Candidate {
+            participant,
+            candidate,
+        });
+    }
+
+    /// Starts or stops forwarding the participant's microphone.
+    pub async fn publish(&self, participant: ParticipantId, publish: bool) -> Result<(), MediaError> {
+        self.ask(|reply| Command::Publish {
+            participant,
+            publish,
+            reply,
+        })
+        .await
+    }
+
+    /// Server-side mute (a moderator's) or unmute.
+    pub fn set_muted(&self, participant: ParticipantId, muted: bool) {
+        self.tell(Command::SetMuted { participant, muted });
+    }
+
+    /// Sends text on the participant's `chat` data channel.
+    pub fn send_chat(&self, participant: ParticipantId, text: String) {
+        self.tell(Command::SendChat { participant, text });
+    }
+
+    /// A reconnecting session: ICE restart, with events going to the new session.
+    pub async fn restart(
+        &self,
+        participant: ParticipantId,
+        events: mpsc::UnboundedSender<ServerEvent>,
+    ) -> Result<String, MediaError> {
+        self.ask(|reply| Command::Restart {
+            participant,
+            events,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes the participant from the media path at once.
+    pub fn leave(&self, participant: ParticipantId) {
+        self.tell(Command::Leave { participant });
+    }
+}
+
+/// The address of the interface of the default route, found without sending anything.
+fn default_route_ip() -> Option<IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect("192.0.2.1:9").ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+}
+
+/// One participant's WebRTC peer.
+struct Peer {
+    participant: ParticipantId,
+    grants: Grants,
+    rtc: Rtc,
+    ufrag: String,
+    events: mpsc::UnboundedSender<ServerEvent>,
+    /// The offer the client has not answered yet.
+    pending: Option<SdpPendingOffer>,
+    /// Another offer is due once the pending one is answered.
+    renegotiate: bool,
+    /// The transceiver the client publishes on.
+    publish_mid: Option<Mid>,
+    /// The published track, while publishing.
+    track: Option<TrackId>,
+    /// Send transceivers by slot, and back.
+    slot_mids: HashMap<SlotId, Mid>,
+    mid_slots: HashMap<Mid, SlotId>,
+    /// Send transceivers whose slot closed, reused for the next slot.
+    free_mids: Vec<Mid>,
+    /// Slots waiting for a transceiver (added at the next offer).
+    unplaced: Vec<SlotId>,
+    chat: Option<ChannelId>,
+    /// When the connection dropped, for the reconnect grace period.
+    disconnected_at: Option<Instant>,
+    timeout: Instant,
+}
+
+/// The single task that owns the socket, the peers and the engine.
+struct Shard {
+    socket: UdpSocket,
+    commands: mpsc::UnboundedReceiver<Command>,
+    engine: Engine,
+    candidates: Arc<[SocketAddr]>,
+    grace: Duration,
+    peers: HashMap<ParticipantId, Peer>,
+    by_ufrag: HashMap<String, ParticipantId>,
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
+    /// Peers with output to drain after an input.
+    dirty: HashSet<ParticipantId>,
+}
+
+impl Shard {
+    fn new(
+        socket: UdpSocket,
+        commands: mpsc::UnboundedReceiver<Command>,
+        engine: Engine,
+        candidates: Arc<[SocketAddr]>,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            socket,
+            commands,
+            engine,
+            candidates,
+            grace,
+            peers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: HashSet::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let next = self.next_deadline();
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle_command(Instant::now(), command),
+                    None => break,
+                },
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, source)) => self.handle_datagram(Instant::now(), source, &buf[..n]),
+                    Err(err) => tracing::debug!(%err, "UDP receive failed"),
+                },
+                () = tokio::time::sleep_until(next.into()) => self.handle_timers(Instant::now()),
+            }
+            self.flush(Instant::now()).await;
+        }
+        tracing::info!("WebRTC media stopped");
+    }
+
+    fn next_deadline(&mut self) -> Instant {
+        let engine = self.engine.poll_timeout();
+        let peers = self.timers.peek().map(|Reverse((at, _))| *at);
+        let far = Instant::now() + Duration::from_secs(1);
+        [engine, peers].into_iter().flatten().fold(far, Instant::min)
+    }
+
+    fn handle_timers(&mut self, now: Instant) {
+        self.engine.handle_timeout(now);
+        while let Some(Reverse((at, participant))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers.get_mut(&participant) else {
+                continue;
+            };
+            if peer.timeout <= now {
+                // A failed input is the peer's problem alone; it is dropped below if dead.
+                let _ = peer.rtc.handle_input(Input::Timeout(now));
+                self.dirty.insert(participant);
+            }
+            if peer
+                .disconnected_at
+                .is_some_and(|at| now.duration_since(at) > self.grace)
+            {
+                tracing::info!(participant = %participant, "reconnect grace over; removing");
+                self.remove(now, participant);
+            }
+        }
+    }
+
+    fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        let participant = match stun::local_ufrag(data) {
+            Some(ufrag) => self.by_ufrag.get(ufrag).copied().inspect(|p| {
+                self.by_addr.insert(source, *p);
+            }),
+            None => self.by_addr.get(&source).copied(),
+        };
+        let Some(participant) = participant else {
+            tracing::trace!(%source, len = data.len(), "datagram for no peer dropped");
+            return;
+        };
+        let destination = self.destination_for(source);
+        let Some(peer) = self.peers.get_mut(&participant) else {
+            return;
+        };
+        let Ok(contents) = data.try_into() else {
+            tracing::trace!(%source, "unparseable datagram dropped");
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        if let Err(err) = peer.rtc.handle_input(input) {
+            tracing::debug!(participant = %participant, %err, "peer input failed");
+        }
+        self.dirty.insert(participant);
+    }
+
+    /// The announced address a datagram from `source` was sent to: loopback for loopback
+    /// clients, otherwise the first other candidate.
+    fn destination_for(&self, source: SocketAddr) -> SocketAddr {
+        let loopback = source.ip().is_loopback();
+        self.candidates
+            .iter()
+            .find(|c| c.ip().is_loopback() == loopback)
+            .or_else(|| self.candidates.first())
+            .copied()
+            .unwrap_or(source)
+    }
+
+    fn handle_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Join {
+                request,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.join(now, request, events));
+            }
+            Command::Answer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let _ = reply.send(self.answer(participant, &sdp));
+                self.dirty.insert(participant);
+            }
+            Command::Candidate {
+                participant,
+                candidate,
+            } => {
+                if let (Some(peer), Ok(c)) = (
+                    self.peers.get_mut(&participant),
+                    Candidate::from_sdp_string(candidate.trim_start_matches("a=")),
+                ) {
+                    peer.rtc.add_remote_candidate(c);
+                    self.dirty.insert(participant);
+                }
+            }
+            Command::Publish {
+                participant,
+                publish,
+                reply,
+            } => {
+                let _ = reply.send(self.publish(now, participant, publish));
+            }
+            Command::SetMuted { participant, muted } => {
+                if let Err(err) = self.engine.set_muted(now, participant, muted) {
+                    tracing::debug!(%err, "mute ignored");
+                }
+            }
+            Command::SendChat { participant, text } => {
+                if let Some(peer) = self.peers.get_mut(&participant)
+                    && let Some(id) = peer.chat
+                    && let Some(mut channel) = peer.rtc.channel(id)
+                {
+                    if let Err(err) = channel.write(false, text.as_bytes()) {
+                        tracing::debug!(participant = %participant, %err, "chat write failed");
+                    }
+                    self.dirty.insert(participant);
+                }
+            }
+            Command::Restart {
+                participant,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.restart(participant, events));
+            }
+            Command::Leave { participant } => self.remove(now, participant),
+        }
+    }
+
+    fn join(
+        &mut self,
+        now: Instant,
+        request: JoinRequest,
+        events: mpsc::UnboundedSender<ServerEvent>,
+    ) -> Result<String, MediaError> {
+        if self.peers.contains_key(&request.participant) {
+            return Err(MediaError::AlreadyJoined);
+        }
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .enable_raw_packets(true)
+            .clear_codecs()
+            .enable_opus(true, true)
+            .build(now);
+        for addr in self.candidates.iter() {
+            if let Ok(candidate) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(candidate);
+            }
+        }
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let participant = request.participant;
+        self.engine
+            .add_participant(now, request.room, participant, request.grants)
+            .map_err(|_| MediaError::AlreadyJoined)?;
+        let mut peer = Peer {
+            participant,
+            grants: request.grants,
+            rtc,
+            ufrag: ufrag.clone(),
+            events,
+            pending: None,
+            renegotiate: false,
+            publish_mid: None,
+            track: None,
+            slot_mids: HashMap::new(),
+            mid_slots: HashMap::new(),
+            free_mids: Vec::new(),
+            unplaced: Vec::new(),
+            chat: None,
+            disconnected_at: None,
+            timeout: now,
+        };
+        let offer = peer.offer(true).ok_or(MediaError::NoPendingOffer)?;
+        self.by_ufrag.insert(ufrag, participant);
+        self.peers.insert(participant, peer);
+        self.dirty.insert(participant);
+        Ok(offer)
+    }
+
+    fn answer(&mut self, participant: ParticipantId, sdp: &str) -> Result<(), MediaError> {
+        let peer = self
+            .peers
+            .get_mut(&participant)
+            .ok_or(MediaError::UnknownParticipant)?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| MediaError::InvalidSdp(e.to_string()))?;
+        let pending = peer.pending.take().ok_or(MediaError::NoPendingOffer)?;
+        peer.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| MediaError::InvalidSdp(e.to_string()))?;
+        if peer.renegotiate || !peer.unplaced.is_empty() {
+            peer.renegotiate = false;
+            if let Some(offer) = peer.offer(false) {
+                let _ = peer.events.send(ServerEvent::Offer(offer));
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, now: Instant, participant: ParticipantId, publish: bool) -> Result<(), MediaError> {
+        let peer = self
+            .peers
+            .get_mut(&participant)
+            .ok_or(MediaError::UnknownParticipant)?;
+        if !peer.grants.can_publish {
+            return Err(MediaError::NotAllowed("this token has no publish grant"));
+        }
+        match (publish, peer.track) {
+            (true, None) => {
+                let track = TrackId::new();
+                self.engine
+                    .publish_track(now, participant, track)
+                    .map_err(|_| MediaError::NotAllowed("cannot publish"))?;
+                peer.track = Some(track);
+            }
+            (false, Some(track)) => {
+                // The track is ours and published; an error means it is already gone.
+                let _ = self.engine.unpublish_track(now, participant, track);
+                peer.track = None;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn restart(
+        &mut self,
+        participant: ParticipantId,
+        events: mpsc::UnboundedSender<ServerEvent>,
+    ) -> Result<String, MediaError> {
+        let peer = self
+            .peers
+            .get_mut(&participant)
+            .ok_or(MediaError::UnknownParticipant)?;
+        peer.events = events;
+        peer.pending = None;
+        let mut api = peer.rtc.sdp_api();
+        let creds = api.ice_restart(true);
+        let (offer, pending) = api.apply().ok_or(MediaError::NoPendingOffer)?;
+        peer.pending = Some(pending);
+        self.by_ufrag.remove(&peer.ufrag);
+        peer.ufrag = creds.ufrag.clone();
+        self.by_ufrag.insert(creds.ufrag, participant);
+        self.dirty.insert(participant);
+        Ok(offer.to_sdp_string())
+    }
+
+    fn remove(&mut self, now: Instant, participant: ParticipantId) {
+        let Some(mut peer) = self.peers.remove(&participant) else {
+            return;
+        };
+        self.by_ufrag.remove(&peer.ufrag);
+        self.by_addr.retain(|_, p| *p != participant);
+        peer.rtc.disconnect();
+        let _ = peer.events.send(ServerEvent::Removed);
+        // Every peer was added to the engine when it joined.
+        let _ = self.engine.remove_participant(now, participant);
+    }
+
+    /// Drains str0m and engine outputs: datagrams to send, events to act on.
+    async fn flush(&mut self, now: Instant) {
+        loop {
+            let dirty: Vec<ParticipantId> = self.dirty.drain().collect();
+            for participant in &dirty {
+                self.drain_peer(now, *participant).await;
+            }
+            let mut forwarded = false;
+            while let Some(output) = self.engine.poll_output() {
+                forwarded |= self.handle_engine_output(now, output);
+            }
+            if self.dirty.is_empty() && !forwarded {
+                break;
+            }
+        }
+    }
+
+    async fn drain_peer(&mut self, now: Instant, participant: ParticipantId) {
+        let mut dead = false;
+        loop {
+            let Some(peer) = self.peers.get_mut(&participant) else {
+                return;
+            };
+            if !peer.rtc.is_alive() {
+                dead = true;
+                break;
+            }
+            match peer.rtc.poll_output() {
+                Ok(RtcOutput::Timeout(at)) => {
+                    peer.timeout = at;
+                    self.timers.push(Reverse((at, participant)));
+                    break;
+                }
+                Ok(RtcOutput::Transmit(t)) => {
+                    if let Err(err) = self.socket.send_to(&t.contents, t.destination).await {
+                        tracing::debug!(%err, "UDP send failed");
+                    }
+                }
+                Ok(RtcOutput::Event(event)) => self.handle_rtc_event(now, participant, event),
+                Err(err) => {
+                    tracing::debug!(participant = %participant, %err, "peer failed");
+                    dead = true;
+                    break;
+                }
+            }
+        }
+        if dead {
+            self.remove(now, participant);
+        }
+    }
+
+    fn handle_rtc_event(&mut self, now: Instant, participant: ParticipantId, event: RtcEvent) {
+        let Some(peer) = self.peers.get_mut(&participant) else {
+            return;
+        };
+        match event {
+            RtcEvent::Connected => {
+                peer.disconnected_at = None;
+                let _ = peer.events.send(ServerEvent::Connected);
+            }
+            RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                peer.disconnected_at.get_or_insert(now);
+                self.timers.push(Reverse((now + self.grace, participant)));
+                let _ = peer.events.send(ServerEvent::Disconnected);
+            }
+            RtcEvent::IceConnectionStateChange(IceConnectionState::Connected | IceConnectionState::Completed) => {
+                peer.disconnected_at = None;
+            }
+            RtcEvent::RtpPacket(packet) => {
+                let Some(track) = peer.track else {
+                    return;
+                };
+                let ext = &packet.header.ext_vals;
+                let audio_level = ext.audio_level.map(|dbov| {
+                    AudioLevel::new(ext.voice_activity.unwrap_or(false), dbov.unsigned_abs())
+                });
+                let rtp = RtpIn {
+                    seq: *packet.seq_no as u16,
+                    timestamp: packet.header.timestamp,
+                    marker: packet.header.marker,
+                    payload_type: *packet.header.payload_type,
+                    payload: bytes::Bytes::from_owner(packet.payload),
+                    audio_level,
+                };
+                self.engine.handle_rtp(now, participant, track, rtp);
+            }
+            RtcEvent::RawPacket(raw) => {
+                if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = *raw {
+                    let Some(slot) = peer
+                        .rtc
+                        .direct_api()
+                        .stream_tx(&nack.ssrc)
+                        .map(|s| s.mid())
+                        .and_then(|mid| peer.mid_slots.get(&mid).copied())
+                    else {
+                        return;
+                    };
+                    let seqs: Vec<u16> = nack
+                        .reports
+                        .iter()
+                        .flat_map(|e| {
+                            std::iter::once(e.pid).chain(
+                                (0..16u16)
+                                    .filter(move |bit| e.blp & (1 << bit) != 0)
+                                    .map(move |bit| e.pid.wrapping_add(bit + 1)),
+                            )
+                        })
+                        .collect();
+                    if let Some(info) = self.engine.slot(slot) {
+                        self.engine.handle_nack(now, participant, info.ssrc, &seqs);
+                    }
+                }
+            }
+            RtcEvent::ChannelOpen(id, label) => {
+                if label == "chat" {
+                    peer.chat = Some(id);
+                }
+            }
+            RtcEvent::ChannelData(data) => {
+                if Some(data.id) == peer.chat && !data.binary {
+                    match String::from_utf8(data.data) {
+                        Ok(text) => {
+                            let _ = peer.events.send(ServerEvent::ChatData(text));
+                        }
+                        Err(_) => tracing::debug!(participant = %participant, "non-UTF-8 chat data dropped"),
+                    }
+                }
+            }
+            RtcEvent::ChannelClose(id) => {
+                if peer.chat == Some(id) {
+                    peer.chat = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Acts on one engine output; true if a packet was written to a peer.
+    fn handle_engine_output(&mut self, now: Instant, output: EngineOutput) -> bool {
+        match output {
+            EngineOutput::Forward { to, slot, packet, .. } => {
+                let Some(peer) = self.peers.get_mut(&to) else {
+                    return false;
+                };
+                let Some(mid) = peer.slot_mids.get(&slot).copied() else {
+                    return false;
+                };
+                // Every peer negotiates from our own offers, so payload types agree across
+                // peers and pass through unchanged.
+                let mut api = peer.rtc.direct_api();
+                let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+                    return false;
+                };
+                let mut ext = ExtensionValues::default();
+                if let Some(level) = packet.audio_level {
+                    ext.audio_level = Some(-(i8::try_from(level.level).unwrap_or(127)));
+                    ext.voice_activity = Some(level.voice);
+                }
+                stream.write_rtp(
+                    str0m::rtp::RtpWrite::new(
+                        packet.payload_type.into(),
+                        SeqNo::from(packet.ext_seq),
+                        packet.timestamp,
+                        now,
+                        packet.payload.to_vec(),
+                    )
+                    .marker(packet.marker)
+                    .ext_vals(ext),
+                );
+                self.dirty.insert(to);
+                true
+            }
+            EngineOutput::Event(event) => {
+                self.handle_engine_event(event);
+                false
+            }
+        }
+    }
+
+    fn handle_engine_event(&mut self, event: EngineEvent) {
+        match &event {
+            EngineEvent::SlotOpened(info) => {
+                if let Some(peer) = self.peers.get_mut(&info.subscriber) {
+                    if let Some(mid) = peer.free_mids.pop() {
+                        peer.slot_mids.insert(info.id, mid);
+                        peer.mid_slots.insert(mid, info.id);
+                    } else {
+                        peer.unplaced.push(info.id);
+                        peer.request_offer();
+                        self.dirty.insert(info.subscriber);
+                    }
+                }
+            }
+            EngineEvent::SlotClosed { subscriber, slot, .. } => {
+                if let Some(peer) = self.peers.get_mut(subscriber) {
+                    peer.unplaced.retain(|s| s != slot);
+                    if let Some(mid) = peer.slot_mids.remove(slot) {
+                        peer.mid_slots.remove(&mid);
+                        peer.free_mids.push(mid);
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Room events go to every session in the room; the engine addresses them by room, and
+        // each peer of that room gets a copy.
+        if let Some(room) = event_room(&event) {
+            for peer in self.peers.values() {
+                if self.engine.room_of(peer.participant) == Some(room) {
+                    let _ = peer.events.send(ServerEvent::Room(event.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn event_room(event: &EngineEvent) -> Option<RoomId> {
+    match event {
+        EngineEvent::ParticipantJoined { room, .. }
+        | EngineEvent::ParticipantLeft { room, .. }
+        | EngineEvent::TrackPublished { room, .. }
+        | EngineEvent::TrackUnpublished { room, .. }
+        | EngineEvent::Muted { room, .. }
+        | EngineEvent::ActiveSpeakers { room, .. } => Some(*room),
+        _ => None,
+    }
+}
+
+impl Peer {
+    /// Asks for an offer now if none is pending, else after the pending one is answered.
+    fn request_offer(&mut self) {
+        if self.pending.is_some() {
+            self.renegotiate = true;
+        } else if let Some(offer) = self.offer(false) {
+            let _ = self.events.send(ServerEvent::Offer(offer));
+        }
+    }
+
+    /// Builds an offer with everything the peer needs now: on the first one a receive
+    /// transceiver for the microphone (with the publish grant) and the `chat` data channel; on
+    /// every one a send transceiver per slot waiting for one.
+    fn offer(&mut self, first: bool) -> Option<String> {
+        let mut api = self.rtc.sdp_api();
+        if first {
+            if self.grants.can_publish {
+                self.publish_mid = Some(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
+            }
+            api.add_channel("chat".to_owned());
+        }
+        for slot in self.unplaced.drain(..) {
+            let mid = api.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                Some(format!("veza-{}", slot.0)),
+                Some(format!("slot-{}", slot.0)),
+                None,
+            );
+            self.slot_mids.insert(slot, mid);
+            self.mid_slots.insert(mid, slot);
+        }
+        let (offer, pending) = api.apply()?;
+        self.pending = Some(pending);
+        Some(offer.to_sdp_string())
+    }
+}

@@ -1,0 +1,481 @@
+//! Veza signaling: the WebSocket session at `GET /rtc?token=<media token>`.
+//!
+//! A session checks the media token, joins the participant to the media shard, and then relays:
+//! SDP offers from the server and answers from the client, room events (joined, left, tracks,
+//! speaking, muted) and moderation. The protocol (`veza_proto::signal`, version 1) is documented
+//! in `docs/protocol.md`. The session logic is written against a `Stream`/`Sink` of text frames
+//! ([`run_session`]) so it can be driven without a socket.
+//!
+//! A dropped WebSocket does not end the participant at once: for the reconnect grace period the
+//! media stays up, and a new session with the same participant (the same media token) resumes it
+//! with an ICE restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use veza_proto::signal::{
+    ClientMessage, MAX_CLIENT_MESSAGE, ModerateAction, PROTOCOL_VERSION, ParticipantInfo,
+    ServerMessage, Speaker,
+};
+use veza_proto::{MediaClaims, ParticipantId, Role, RoomId};
+use veza_sfu::engine::Event as EngineEvent;
+use veza_sfu::webrtc::{JoinRequest, MediaServer, ServerEvent};
+
+/// Checks media tokens (the API's key ring in `veza serve`).
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// The claims of a valid media token, or why it is not valid.
+    fn verify_media(&self, token: &str) -> Result<MediaClaims, String>;
+}
+
+/// Receives what participants type on their `chat` data channel.
+pub trait ChatSink: Send + Sync + 'static {
+    /// One text frame from `participant` (whose token said `claims`).
+    fn chat_data(&self, claims: &MediaClaims, text: String);
+}
+
+/// Shared state of all sessions. Cheap to clone.
+#[derive(Clone)]
+pub struct Signaling {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    media: MediaServer,
+    verifier: Arc<dyn TokenVerifier>,
+    chat: Option<Arc<dyn ChatSink>>,
+    grace: Duration,
+    rooms: Mutex<HashMap<RoomId, Room>>,
+}
+
+/// Who is in a room, as signaling knows them.
+#[derive(Default)]
+struct Room {
+    members: HashMap<ParticipantId, Member>,
+}
+
+struct Member {
+    info: ParticipantInfo,
+    /// The live session's outbox; `None` while disconnected (within the grace period).
+    outbox: Option<mpsc::UnboundedSender<ServerMessage>>,
+    /// Bumped on every (re)connection, so a stale disconnect timer does nothing.
+    generation: u64,
+}
+
+impl std::fmt::Debug for Signaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signaling").finish_non_exhaustive()
+    }
+}
+
+impl Signaling {
+    /// Sessions over `media`, checking tokens with `verifier`, chat data to `chat`.
+    pub fn new(
+        media: MediaServer,
+        verifier: Arc<dyn TokenVerifier>,
+        chat: Option<Arc<dyn ChatSink>>,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                media,
+                verifier,
+                chat,
+                grace,
+                rooms: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The media shard.
+    pub fn media(&self) -> &MediaServer {
+        &self.inner.media
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Room>> {
+        // A poisoned lock means a panic elsewhere; the map itself is still consistent.
+        self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `message` to every connected member of `room`.
+    fn broadcast(&self, room: RoomId, message: &ServerMessage) {
+        if let Some(room) = self.rooms().get(&room) {
+            for member in room.members.values() {
+                if let Some(outbox) = &member.outbox {
+                    let _ = outbox.send(message.clone());
+                }
+            }
+        }
+    }
+
+    fn member_info(&self, room: RoomId, participant: ParticipantId) -> Option<ParticipantInfo> {
+        self.rooms()
+            .get(&room)?
+            .members
+            .get(&participant)
+            .map(|m| m.info.clone())
+    }
+
+    fn update_info(&self, room: RoomId, participant: ParticipantId, f: impl FnOnce(&mut ParticipantInfo)) {
+        if let Some(member) = self
+            .rooms()
+            .get_mut(&room)
+            .and_then(|r| r.members.get_mut(&participant))
+        {
+            f(&mut member.info);
+        }
+    }
+
+    fn forget(&self, room: RoomId, participant: ParticipantId) {
+        let mut rooms = self.rooms();
+        if let Some(r) = rooms.get_mut(&room) {
+            r.members.remove(&participant);
+            if r.members.is_empty() {
+                rooms.remove(&room);
+            }
+        }
+    }
+}
+
+/// `GET /rtc?token=…`.
+pub fn router(signaling: Signaling) -> Router {
+    Router::new()
+        .route("/rtc", get(upgrade))
+        .with_state(signaling)
+}
+
+#[derive(Deserialize)]
+struct RtcQuery {
+    token: Option<String>,
+}
+
+async fn upgrade(
+    State(signaling): State<Signaling>,
+    Query(query): Query<RtcQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(token) = query.token else {
+        return refuse(StatusCode::UNAUTHORIZED, "missing_token", "pass the media token as ?token=");
+    };
+    let claims = match signaling.inner.verifier.verify_media(&token) {
+        Ok(claims) => claims,
+        Err(reason) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                &format!("the media token is not valid: {reason}"),
+            );
+        }
+    };
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve_socket(signaling, claims, socket))
+}
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn serve_socket(signaling: Signaling, claims: MediaClaims, socket: WebSocket) {
+    let (sink, stream) = socket.split();
+    let frames = stream.filter_map(|msg| async move {
+        match msg {
+            Ok(Message::Text(text)) => Some(Frame::Text(text.to_string())),
+            Ok(Message::Binary(_)) => Some(Frame::Unsupported),
+            Ok(Message::Close(_)) | Err(_) => Some(Frame::Closed),
+            Ok(Message::Ping(_) | Message::Pong(_)) => None,
+        }
+    });
+    let sink = sink.with(|text: String| async move { Ok::<_, axum::Error>(Message::Text(text.into())) });
+    run_session(signaling, claims, Box::pin(frames), Box::pin(sink)).await;
+}
+
+/// One frame from the client, as the session sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A text frame.
+    Text(String),
+    /// A binary frame: not part of the protocol.
+    Unsupported,
+    /// The connection ended.
+    Closed,
+}
+
+/// Runs one session to its end: `frames` from the client, JSON text to `sink`.
+pub async fn run_session<F, S>(signaling: Signaling, claims: MediaClaims, frames: F, mut sink: S)
+where
+    F: Stream<Item = Frame> + Unpin,
+    S: Sink<String> + Unpin,
+{
+    let room = claims.room;
+    let participant = claims.participant;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (outbox_tx, mut outbox) = mpsc::unbounded_channel();
+
+    // Join, or resume a participant still within its grace period.
+    let resumed = signaling.member_info(room, participant).is_some();
+    let offer = if resumed {
+        signaling.inner.media.restart(participant, events_tx).await
+    } else {
+        let request = JoinRequest {
+            room,
+            participant,
+            grants: claims.grants,
+        };
+        signaling.inner.media.join(request, events_tx).await
+    };
+    let offer = match offer {
+        Ok(offer) => offer,
+        Err(err) => {
+            let _ = send(&mut sink, &ServerMessage::error("join_failed", err.to_string())).await;
+            return;
+        }
+    };
+    let generation = {
+        let mut rooms = signaling.rooms();
+        let members = &mut rooms.entry(room).or_default().members;
+        let member = members.entry(participant).or_insert_with(|| Member {
+            info: ParticipantInfo {
+                participant_id: participant,
+                user_id: claims.sub,
+                name: claims.name.clone(),
+                role: claims.role,
+                publishing: false,
+                muted: false,
+            },
+            outbox: None,
+            generation: 0,
+        });
+        member.outbox = Some(outbox_tx);
+        member.generation += 1;
+        member.generation
+    };
+    let participants: Vec<ParticipantInfo> = signaling
+        .rooms()
+        .get(&room)
+        .map(|r| r.members.values().map(|m| m.info.clone()).collect())
+        .unwrap_or_default();
+    if !resumed && let Some(me) = signaling.member_info(room, participant) {
+        signaling.broadcast_except(room, participant, &ServerMessage::ParticipantJoined { participant: me });
+    }
+    let hello = ServerMessage::Joined {
+        protocol: PROTOCOL_VERSION,
+        room_id: room,
+        participant_id: participant,
+        grants: claims.grants,
+        participants,
+        resumed,
+    };
+    let mut frames = frames;
+    let mut open = send(&mut sink, &hello).await && send(&mut sink, &ServerMessage::Offer { sdp: offer }).await;
+    let mut kicked = false;
+    while open {
+        tokio::select! {
+            frame = frames.next() => match frame {
+                Some(Frame::Text(text)) => {
+                    for reply in handle_client(&signaling, &claims, &text).await {
+                        open &= send(&mut sink, &reply).await;
+                    }
+                }
+                Some(Frame::Unsupported) => {
+                    open &= send(&mut sink, &ServerMessage::error("unsupported_frame", "send JSON text frames")).await;
+                }
+                Some(Frame::Closed) | None => open = false,
+            },
+            Some(event) = events.recv() => {
+                if event == ServerEvent::Removed {
+                    kicked = true;
+                    let _ = send(&mut sink, &ServerMessage::Kicked).await;
+                    open = false;
+                } else if let Some(message) = server_message(&signaling, room, event, &claims) {
+                    open &= send(&mut sink, &message).await;
+                }
+            }
+            Some(message) = outbox.recv() => {
+                open &= send(&mut sink, &message).await;
+            }
+        }
+    }
+
+    if kicked {
+        signaling.forget(room, participant);
+        signaling.broadcast(room, &ServerMessage::ParticipantLeft { participant_id: participant });
+        return;
+    }
+    // Keep the participant for the grace period; a resumed session bumps the generation.
+    if let Some(member) = signaling
+        .rooms()
+        .get_mut(&room)
+        .and_then(|r| r.members.get_mut(&participant))
+    {
+        member.outbox = None;
+    }
+    let signaling = signaling.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(signaling.inner.grace).await;
+        let expired = signaling
+            .rooms()
+            .get(&room)
+            .and_then(|r| r.members.get(&participant))
+            .is_some_and(|m| m.generation == generation && m.outbox.is_none());
+        if expired {
+            signaling.inner.media.leave(participant);
+            signaling.forget(room, participant);
+            signaling.broadcast(room, &ServerMessage::ParticipantLeft { participant_id: participant });
+        }
+    });
+}
+
+impl Signaling {
+    fn broadcast_except(&self, room: RoomId, except: ParticipantId, message: &ServerMessage) {
+        if let Some(room) = self.rooms().get(&room) {
+            for (id, member) in &room.members {
+                if *id != except && let Some(outbox) = &member.outbox {
+                    let _ = outbox.send(message.clone());
+                }
+            }
+        }
+    }
+}
+
+async fn send<S: Sink<String> + Unpin>(sink: &mut S, message: &ServerMessage) -> bool {
+    match serde_json::to_string(message) {
+        Ok(text) => sink.send(text).await.is_ok(),
+        Err(_) => true,
+    }
+}
+
+/// Handles one client frame; returns the replies for this client.
+async fn handle_client(signaling: &Signaling, claims: &MediaClaims, text: &str) -> Vec<ServerMessage> {
+    let media = &signaling.inner.media;
+    let me = claims.participant;
+    let message: ClientMessage = match serde_json::from_str(text) {
+        Ok(message) => message,
+        Err(err) => return vec![ServerMessage::error("invalid_message", format!("not a valid message: {err}"))],
+    };
+    match message {
+        ClientMessage::Ping => vec![ServerMessage::Pong],
+        ClientMessage::Answer { sdp } => match media.answer(me, sdp).await {
+            Ok(()) => vec![],
+            Err(err) => vec![ServerMessage::error("invalid_answer", err.to_string())],
+        },
+        ClientMessage::Candidate { candidate } => {
+            media.candidate(me, candidate);
+            vec![]
+        }
+        ClientMessage::Publish | ClientMessage::Unpublish => {
+            let publish = matches!(message, ClientMessage::Publish);
+            if !claims.grants.can_publish {
+                return vec![ServerMessage::error(
+                    "publish_not_allowed",
+                    "your role in this room may listen but not publish",
+                )];
+            }
+            match media.publish(me, publish).await {
+                Ok(()) => {
+                    signaling.update_info(claims.room, me, |info| info.publishing = publish);
+                    vec![]
+                }
+                Err(err) => vec![ServerMessage::error("publish_failed", err.to_string())],
+            }
+        }
+        ClientMessage::Mute { muted } => {
+            signaling.update_info(claims.room, me, |info| info.muted = muted);
+            signaling.broadcast(
+                claims.room,
+                &ServerMessage::Muted {
+                    participant_id: me,
+                    muted,
+                    by_moderator: false,
+                },
+            );
+            vec![]
+        }
+        ClientMessage::Moderate {
+            participant_id,
+            action,
+        } => {
+            if !claims.role.can_moderate() {
+                return vec![ServerMessage::error(
+                    "not_moderator",
+                    "only the room's owner or a moderator may do this",
+                )];
+            }
+            match signaling.member_info(claims.room, participant_id) {
+                None => vec![ServerMessage::error("unknown_participant", "no such participant in this room")],
+                Some(target) if target.role == Role::Owner => vec![ServerMessage::error(
+                    "owner_protected",
+                    "the room's owner cannot be moderated",
+                )],
+                Some(_) => {
+                    match action {
+                        ModerateAction::Mute => media.set_muted(participant_id, true),
+                        ModerateAction::Unmute => media.set_muted(participant_id, false),
+                        ModerateAction::Kick => media.leave(participant_id),
+                    }
+                    vec![]
+                }
+            }
+        }
+        ClientMessage::IceRestart => {
+            // The restart offer goes out through the session's event channel; a new channel
+            // replaces it, so this is answered with the offer directly.
+            vec![ServerMessage::error(
+                "unsupported",
+                "reconnect the WebSocket to restart ICE",
+            )]
+        }
+    }
+}
+
+/// Maps a media event to what the client is told.
+fn server_message(
+    signaling: &Signaling,
+    room: RoomId,
+    event: ServerEvent,
+    claims: &MediaClaims,
+) -> Option<ServerMessage> {
+    match event {
+        ServerEvent::Offer(sdp) => Some(ServerMessage::Offer { sdp }),
+        ServerEvent::Connected => Some(ServerMessage::Connected),
+        ServerEvent::Disconnected | ServerEvent::Removed => None,
+        ServerEvent::ChatData(text) => {
+            if let Some(chat) = &signaling.inner.chat {
+                chat.chat_data(claims, text);
+            }
+            None
+        }
+        ServerEvent::Room(event) => match event {
+            EngineEvent::TrackPublished { participant, .. } => {
+                Some(ServerMessage::TrackPublished { participant_id: participant })
+            }
+            EngineEvent::TrackUnpublished { participant, .. } => {
+                Some(ServerMessage::TrackUnpublished { participant_id: participant })
+            }
+            EngineEvent::Muted { participant, muted, .. } => {
+                signaling.update_info(room, participant, |info| info.muted = muted);
+                Some(ServerMessage::Muted {
+                    participant_id: participant,
+                    muted,
+                    by_moderator: true,
+                })
+            }
+            EngineEvent::ActiveSpeakers { speakers, .. } => Some(ServerMessage::Speaking {
+                speakers: speakers
+                    .into_iter()
+                    .map(|(participant_id, level)| Speaker { participant_id, level })
+                    .collect(),
+            }),
+            _ => None,
+        },
+    }
+}
