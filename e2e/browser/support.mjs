@@ -28,9 +28,10 @@ export async function startVeza(env = {}) {
   const dir = mkdtempSync(join(tmpdir(), "veza-browser-"));
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
+  const { VEZA_BIN: _bin, ...inherited } = process.env;
   const child = spawn(VEZA_BIN, ["serve", "--http-addr", `127.0.0.1:${port}`, "--data-dir", dir], {
     env: {
-      ...process.env,
+      ...inherited,
       VEZA_RTC_UDP_ADDR: "0.0.0.0:0",
       VEZA_STUN_URLS: "",
       VEZA_RATE_LIMIT_PER_MIN: "100000",

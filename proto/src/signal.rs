@@ -58,8 +58,6 @@ pub enum ClientMessage {
         /// What.
         action: ModerateAction,
     },
-    /// Ask for an ICE restart (after a network change).
-    IceRestart,
     /// Keepalive; answered with `pong`.
     Ping,
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -158,10 +159,11 @@ struct RtcQuery {
     token: Option<String>,
 }
 
+/// The token is checked before the upgrade, so a bad one gets a plain 401 either way.
 async fn upgrade(
     State(signaling): State<Signaling>,
     Query(query): Query<RtcQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(token) = query.token else {
         return refuse(StatusCode::UNAUTHORIZED, "missing_token", "pass the media token as ?token=");
@@ -176,8 +178,16 @@ async fn upgrade(
             );
         }
     };
-    ws.max_message_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| serve_socket(signaling, claims, socket))
+    match ws {
+        Ok(ws) => ws
+            .max_message_size(MAX_CLIENT_MESSAGE)
+            .on_upgrade(move |socket| serve_socket(signaling, claims, socket)),
+        Err(rejection) => refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_required",
+            &rejection.body_text(),
+        ),
+    }
 }
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
@@ -425,14 +435,6 @@ async fn handle_client(signaling: &Signaling, claims: &MediaClaims, text: &str) 
                     vec![]
                 }
             }
-        }
-        ClientMessage::IceRestart => {
-            // The restart offer goes out through the session's event channel; a new channel
-            // replaces it, so this is answered with the offer directly.
-            vec![ServerMessage::error(
-                "unsupported",
-                "reconnect the WebSocket to restart ICE",
-            )]
         }
     }
 }

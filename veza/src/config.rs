@@ -80,6 +80,9 @@ pub struct Config {
     /// `VEZA_RTC_PUBLIC_IPS`: comma-separated IPs announced as ICE host candidates; default
     /// the bound IP, or 127.0.0.1 and the default route's address.
     pub rtc_public_ips: Vec<IpAddr>,
+    /// `VEZA_CHAT_BLOCKED_WORDS`: comma-separated words and phrases refused in chat messages
+    /// (without case, on word boundaries).
+    pub chat_blocked_words: Vec<String>,
 }
 
 impl Default for Config {
@@ -107,6 +110,7 @@ impl Default for Config {
             turn_ttl_secs: 24 * 3600,
             rtc_udp_addr: SocketAddr::from(([0, 0, 0, 0], 7882)),
             rtc_public_ips: Vec::new(),
+            chat_blocked_words: Vec::new(),
         }
     }
 }
@@ -179,6 +183,7 @@ impl Config {
                 "VEZA_TURN_URLS" => self.turn_urls = list(&value),
                 "VEZA_TURN_SECRET" => self.turn_secret = Some(value),
                 "VEZA_TURN_TTL_SECS" => self.turn_ttl_secs = parse(&name, &value)?,
+                "VEZA_CHAT_BLOCKED_WORDS" => self.chat_blocked_words = list(&value),
                 "VEZA_RTC_UDP_ADDR" => self.rtc_udp_addr = parse(&name, &value)?,
                 "VEZA_RTC_PUBLIC_IPS" => {
                     self.rtc_public_ips = list(&value)
@@ -256,6 +261,13 @@ impl Config {
             }
             _ => {}
         }
+        if self
+            .chat_blocked_words
+            .iter()
+            .any(|w| w.trim().is_empty() || w.contains('\0'))
+        {
+            bail!("chat_blocked_words must not hold empty words or U+0000");
+        }
         for url in self.turn_urls.iter().chain(&self.stun_urls) {
             if !["turn:", "turns:", "stun:", "stuns:"]
                 .iter()
@@ -298,6 +310,14 @@ impl Config {
         self.jwt_keys_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("jwt-keys.json"))
+    }
+
+    /// The chat service's settings.
+    pub fn chat(&self) -> veza_api::ChatConfig {
+        veza_api::ChatConfig {
+            blocked_words: self.chat_blocked_words.clone(),
+            ..veza_api::ChatConfig::default()
+        }
     }
 
     /// The API service's settings.
@@ -363,6 +383,7 @@ mod tests {
                 ("VEZA_CORS_ORIGINS", "https://a.example, https://b.example"),
                 ("VEZA_QUIC_ADDR", "0.0.0.0:4443"),
                 ("VEZA_RTC_PUBLIC_IPS", "203.0.113.7, 127.0.0.1"),
+                ("VEZA_CHAT_BLOCKED_WORDS", " darn, heck no ,,"),
                 ("VEZA_TYPO", "1"),
                 ("PATH", "/bin"),
             ]))
@@ -372,6 +393,9 @@ mod tests {
         assert_eq!(config.http_addr.port(), 9000, "file beats default");
         assert_eq!(config.cors_origins.len(), 2);
         assert_eq!(config.rtc_public_ips.len(), 2);
+        assert_eq!(config.chat_blocked_words, ["darn", "heck no"]);
+        assert_eq!(config.chat().blocked_words, ["darn", "heck no"]);
+        assert_eq!(config.chat().max_len, 4000);
         config.validate().expect("valid");
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -422,6 +446,10 @@ mod tests {
             },
             Config {
                 stun_urls: vec!["http://x".into()],
+                ..Config::default()
+            },
+            Config {
+                chat_blocked_words: vec![" ".into()],
                 ..Config::default()
             },
         ];

@@ -210,7 +210,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
         None => RateLimiter::memory(),
     };
-    let state = AppState::new(config.api(), store.clone(), keys, limiter);
+    let chat = veza_api::ChatService::new(store.clone(), config.chat());
+    let state = AppState::new(config.api(), store.clone(), keys, limiter, chat);
     spawn_housekeeping(state.clone());
 
     let media = MediaServer::start(

@@ -157,6 +157,8 @@ impl Serve {
         .env("VEZA_LOG_FORMAT", "json")
         .env("VEZA_RATE_LIMIT_PER_MIN", "100000")
         .env("VEZA_AUTH_RATE_LIMIT_PER_MIN", "100000")
+        // Each server its own media port, so tests run side by side.
+        .env("VEZA_RTC_UDP_ADDR", "127.0.0.1:0")
     }
 
     /// Sets an environment variable of the child.
