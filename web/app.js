@@ -192,6 +192,7 @@ class Call {
   }
 
   onChat(msg) {
+    if (msg.type === "chat.error") { $("#room-error").textContent = msg.message; return; }
     const m = msg.message;
     if (!m || this.seen.has(m.id)) return;
     if (msg.type === "chat.created" || msg.type === "chat.ack") addMessage(m, this.seen);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use veza_chat::ChatError;
 use veza_store::StoreError;
 
 /// An error answered to the client. Internal details are logged, never returned.
@@ -157,6 +158,45 @@ impl From<StoreError> for ApiError {
                 )
             }
             other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(err: ChatError) -> Self {
+        let status = match &err {
+            ChatError::EmptyMessage
+            | ChatError::MessageTooLong { .. }
+            | ChatError::InvalidText
+            | ChatError::InvalidClientId
+            | ChatError::BlockedWord => StatusCode::UNPROCESSABLE_ENTITY,
+            ChatError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ChatError::NoChatGrant
+            | ChatError::Muted
+            | ChatError::Banned
+            | ChatError::NotMember
+            | ChatError::NotAuthor
+            | ChatError::NotModerator
+            | ChatError::OwnerProtected
+            | ChatError::OwnerOnly => StatusCode::FORBIDDEN,
+            ChatError::RoomNotFound
+            | ChatError::MessageNotFound
+            | ChatError::UserNotFound
+            | ChatError::NotMuted => StatusCode::NOT_FOUND,
+            ChatError::MessageDeleted => StatusCode::CONFLICT,
+            // Database failures map like the store's own errors; anything newer is a bug here.
+            _ => {
+                return match err {
+                    ChatError::Store(store) => store.into(),
+                    other => ApiError::internal(&other),
+                };
+            }
+        };
+        Self {
+            status,
+            code: err.code(),
+            message: err.to_string(),
+            retry_after: err.retry_after(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The Veza REST API: auth (argon2id passwords, EdDSA JWTs with `kid` and JWKS, rotating
 //! refresh tokens, TOTP), rooms with roles and bans, join tokens with grants and ICE servers,
-//! the audit log, and the operational endpoints (`/healthz`, `/readyz`, `/metrics`,
-//! `/api/openapi.json`).
+//! room chat (history, posts, edits, deletes and mutes, through `veza-chat`), the audit log,
+//! and the operational endpoints (`/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`).
 //!
 //! [`router`] builds the whole service from an [`AppState`]; the binary serves it with
 //! `into_make_service_with_connect_info::<SocketAddr>()` so rate limits and the audit log see
@@ -12,6 +12,7 @@ mod auth;
 mod error;
 mod extract;
 mod keys;
+mod messages;
 mod metrics;
 mod middleware;
 mod openapi;
@@ -31,6 +32,8 @@ use veza_turn::TurnSettings;
 pub use error::{ApiError, ApiResult};
 pub use keys::{AccessClaims, KeyError, KeyRing, RELOAD_INTERVAL};
 pub use metrics::Metrics;
+/// The chat service in [`AppState`], shared with signaling.
+pub use veza_chat::{ChatConfig, ChatService};
 
 /// Settings of the API service.
 #[derive(Debug, Clone)]
@@ -100,6 +103,8 @@ pub struct Inner {
     pub limiter: RateLimiter,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Room chat: the service signaling shares, so both deliver to the same subscribers.
+    pub chat: ChatService,
 }
 
 impl std::ops::Deref for AppState {
@@ -111,7 +116,13 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// Bundles the parts of the service.
-    pub fn new(config: ApiConfig, store: Store, keys: KeyRing, limiter: RateLimiter) -> Self {
+    pub fn new(
+        config: ApiConfig,
+        store: Store,
+        keys: KeyRing,
+        limiter: RateLimiter,
+        chat: ChatService,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -119,6 +130,7 @@ impl AppState {
                 keys,
                 limiter,
                 metrics: Metrics::new(),
+                chat,
             }),
         }
     }
@@ -138,6 +150,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(rooms::router())
+        .merge(messages::router())
         .merge(admin::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Veza API", description = "Users, rooms, roles, join tokens and the audit log of Veza."),
+    info(title = "Veza API", description = "Users, rooms, roles, join tokens, chat and the audit log of Veza."),
     paths(
         crate::auth::register, crate::auth::login, crate::auth::refresh, crate::auth::logout,
         crate::auth::totp_setup, crate::auth::totp_confirm, crate::auth::me, crate::ops::jwks,
@@ -13,6 +13,9 @@ use utoipa::{Modify, OpenApi};
         crate::rooms::update_room, crate::rooms::delete_room, crate::rooms::list_members,
         crate::rooms::set_member, crate::rooms::remove_member, crate::rooms::ban,
         crate::rooms::unban, crate::rooms::join,
+        crate::messages::list_messages, crate::messages::post_message,
+        crate::messages::edit_message, crate::messages::delete_message,
+        crate::messages::mute, crate::messages::unmute,
         crate::admin::audit_log,
         crate::ops::healthz, crate::ops::readyz, crate::ops::metrics, crate::ops::openapi,
     ),

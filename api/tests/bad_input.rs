@@ -46,7 +46,7 @@ use Reads::{Json, Nothing, Query};
 #[derive(Debug)]
 struct Endpoint {
     method: &'static str,
-    /// With `{id}` (a room) and `{user_id}` placeholders.
+    /// With `{id}` (a room), `{user_id}` and `{seq}` (a chat message) placeholders.
     path: &'static str,
     /// Needs an access token.
     auth: bool,
@@ -99,6 +99,12 @@ const ENDPOINTS: &[Endpoint] = &[
     authed("POST", "/api/v1/rooms/{id}/bans/{user_id}", Nothing),
     authed("DELETE", "/api/v1/rooms/{id}/bans/{user_id}", Nothing),
     authed("POST", "/api/v1/rooms/{id}/join", Nothing),
+    authed("GET", "/api/v1/rooms/{id}/messages", Query),
+    authed("POST", "/api/v1/rooms/{id}/messages", Json),
+    authed("PATCH", "/api/v1/rooms/{id}/messages/{seq}", Json),
+    authed("DELETE", "/api/v1/rooms/{id}/messages/{seq}", Nothing),
+    authed("POST", "/api/v1/rooms/{id}/chat-mutes/{user_id}", Nothing),
+    authed("DELETE", "/api/v1/rooms/{id}/chat-mutes/{user_id}", Nothing),
     authed("GET", "/api/v1/admin/audit", Query),
     public("GET", "/healthz", Nothing),
     public("GET", "/readyz", Nothing),
@@ -125,17 +131,30 @@ fn garbage_ids() -> Vec<String> {
     .collect()
 }
 
-/// The paths of `template`: with the real room and user, then with a garbage id in each place.
-/// Returns (path, real ids?, routable?): a raw `/` in an id, or an empty last segment, leaves
-/// the path without a route (404).
+/// The seq of the chat message every scenario posts first.
+const SEQ: &str = "1";
+
+/// `template` with its placeholders filled.
+fn fill(template: &str, room: &str, user: &str, seq: &str) -> String {
+    template
+        .replace("{id}", room)
+        .replace("{user_id}", user)
+        .replace("{seq}", seq)
+}
+
+/// The paths of `template`: with the real room, user and message, then with a garbage id in
+/// each place. Returns (path, real ids?, routable?): a raw `/` in an id, or an empty last
+/// segment, leaves the path without a route (404).
 fn paths(template: &str, room: &str, user: &str) -> Vec<(String, bool, bool)> {
-    let fill = |id: &str, user_id: &str| template.replace("{id}", id).replace("{user_id}", user_id);
-    let mut paths = vec![(fill(room, user), true, true)];
+    let mut paths = vec![(fill(template, room, user, SEQ), true, true)];
     if template.contains("{id}") {
         for garbage in garbage_ids() {
-            let mut filled = vec![fill(&garbage, user)];
+            let mut filled = vec![fill(template, &garbage, user, SEQ)];
             if template.contains("{user_id}") {
-                filled.push(fill(room, &garbage));
+                filled.push(fill(template, room, &garbage, SEQ));
+            }
+            if template.contains("{seq}") {
+                filled.push(fill(template, room, user, &garbage));
             }
             for path in filled {
                 let routes = !garbage.contains('/') && !path.ends_with('/');
@@ -347,6 +366,8 @@ fn valid_body(endpoint: &Endpoint) -> Bad {
         ("POST", "/api/v1/rooms") => r#"{"name":"ok","visibility":"public"}"#,
         ("PATCH", "/api/v1/rooms/{id}") => r#"{"name":"renamed"}"#,
         ("PUT", "/api/v1/rooms/{id}/members/{user_id}") => r#"{"role":"speaker"}"#,
+        ("POST", "/api/v1/rooms/{id}/messages") => r#"{"text":"hi","client_id":"c-valid"}"#,
+        ("PATCH", "/api/v1/rooms/{id}/messages/{seq}") => r#"{"text":"edited"}"#,
         _ => "{}",
     };
     Bad::json("valid body", body, Want::Any)
@@ -516,6 +537,19 @@ async fn login(app: &TestApp, username: &str) -> Session {
     common::session(&reply.body)
 }
 
+/// Posts the room's first chat message (seq [`SEQ`]), so message paths meet a real message.
+async fn first_message(app: &TestApp, who: &Session, room: &str) {
+    let reply = app
+        .post(
+            &format!("/api/v1/rooms/{room}/messages"),
+            Some(&who.access),
+            json!({"text": "first", "client_id": "first"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["seq"].to_string(), SEQ);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The scenarios.
 
@@ -526,6 +560,7 @@ async fn garbage_on_every_endpoint_never_gets_a_5xx(db: Db) {
     let admin = app.register("admin").await; // the first user: an admin and the room's owner
     let bob = app.register("bob").await;
     let room = app.room(&admin, "private").await;
+    first_message(&app, &admin, &room).await;
     let max = app.state.config.max_body_bytes;
     let number = SECRET_NUMBER.to_string();
     let secrets = [SECRET_PASSWORD, number.as_str(), admin.access.as_str()];
@@ -601,6 +636,7 @@ async fn bad_input_gets_the_documented_error(db: Db) {
     let admin = app.register("admin").await;
     let bob = app.register("bob").await;
     let room = app.room(&admin, "public").await;
+    first_message(&app, &admin, &room).await;
     let number = SECRET_NUMBER.to_string();
     let secrets = [SECRET_PASSWORD, number.as_str(), admin.access.as_str()];
     let token = Some(admin.access.as_str());
@@ -616,10 +652,7 @@ async fn bad_input_gets_the_documented_error(db: Db) {
 
     // Bodies: each bad input on each endpoint that reads JSON — exact status and code.
     for endpoint in ENDPOINTS.iter().filter(|e| e.reads == Json) {
-        let uri = endpoint
-            .path
-            .replace("{id}", &room)
-            .replace("{user_id}", &bob.id);
+        let uri = fill(endpoint.path, &room, &bob.id, SEQ);
         for bad in bad_inputs() {
             let want = bad.json;
             let (reply, what) = send(endpoint.method(), uri.clone(), bad).await;
@@ -769,8 +802,7 @@ async fn bad_input_gets_the_documented_error(db: Db) {
             }
         }
         // A well-formed id of nothing: 404.
-        let path = endpoint.path.replace("{id}", &nowhere);
-        let path = path.replace("{user_id}", &bob.id);
+        let path = fill(endpoint.path, &nowhere, &bob.id, SEQ);
         let (reply, what) = send(endpoint.method(), path, valid_body(endpoint)).await;
         assert_want(
             &reply,
@@ -818,6 +850,22 @@ async fn bad_input_gets_the_documented_error(db: Db) {
         let (reply, what) = send(Method::GET, uri.to_owned(), none()).await;
         assert_want(&reply, want, &what);
     }
+    for (query, want) in [
+        ("?limit=abc", INVALID_QUERY),
+        ("?limit=0", INVALID_LIMIT),
+        ("?limit=201", INVALID_LIMIT),
+        ("?limit=4294967297", INVALID_LIMIT),
+        ("?before=1e999", INVALID_QUERY),
+        ("?before=1&after=1", INVALID_QUERY),
+        ("?cursor=1", INVALID_QUERY),
+        ("?before=-9223372036854775808", Want::Success),
+        ("?after=9223372036854775807", Want::Success),
+        ("?after=-1&limit=200", Want::Success),
+    ] {
+        let uri = format!("/api/v1/rooms/{room}/messages{query}");
+        let (reply, what) = send(Method::GET, uri, none()).await;
+        assert_want(&reply, want, &what);
+    }
 }
 
 /// Forged, expired, unsigned, tampered and misdirected tokens: 401 invalid_token on every
@@ -827,6 +875,7 @@ async fn bad_tokens_are_refused(db: Db) {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = app.room(&alice, "public").await;
+    first_message(&app, &alice, &room).await;
     let now = unix_now();
     let claims = |iss: &str, sub: &str, exp: u64| AccessClaims {
         iss: iss.to_owned(),
@@ -920,10 +969,7 @@ async fn bad_tokens_are_refused(db: Db) {
         assert_want(&reply, INVALID_TOKEN, &what);
         // Every other endpoint that needs a token refuses it the same way.
         for endpoint in ENDPOINTS.iter().filter(|e| e.auth) {
-            let path = endpoint
-                .path
-                .replace("{id}", &room)
-                .replace("{user_id}", &bob.id);
+            let path = fill(endpoint.path, &room, &bob.id, SEQ);
             let reply = app
                 .send(request(
                     &endpoint.method(),
@@ -949,10 +995,7 @@ async fn bad_tokens_are_refused(db: Db) {
     assert_sane(&reply, "GET /api/v1/me as a ghost", &[&ghost]);
     assert_want(&reply, INVALID_TOKEN, "GET /api/v1/me as a ghost");
     for endpoint in ENDPOINTS.iter().filter(|e| e.auth) {
-        let path = endpoint
-            .path
-            .replace("{id}", &room)
-            .replace("{user_id}", &bob.id);
+        let path = fill(endpoint.path, &room, &bob.id, SEQ);
         let reply = app
             .send(request(
                 &endpoint.method(),

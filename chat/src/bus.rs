@@ -169,7 +169,11 @@ mod tests {
 
         drop((a, b));
         assert_eq!(bus.publish(event(room, 3)), 0);
-        assert_eq!(bus.rooms(), 1, "the room's channel went with its last receiver");
+        assert_eq!(
+            bus.rooms(),
+            1,
+            "the room's channel went with its last receiver"
+        );
     }
 
     #[test]

@@ -35,7 +35,10 @@
 //!
 //! Every subscriber of the room receives the event, the sender's own sessions included (the
 //! sender's [`Ack`] comes back from [`ChatService::send`]). Clients key messages by `seq`, so
-//! an echo, an edit or a deletion simply replaces what they hold. A subscriber that falls more
+//! an echo, an edit or a deletion simply replaces what they hold. A session that should not
+//! echo its own messages handles sends and events in one loop: the event is published before
+//! `send` returns, so it is still queued in the session's receiver when the loop remembers
+//! `ack.message.id`, and can be skipped by id. The user's other sessions still get it. A subscriber that falls more
 //! than [`bus::ROOM_CHANNEL_CAPACITY`] events behind gets `Lagged` and should catch up with
 //! [`ChatService::history`] `After` the last seq it holds — which is also what a client does
 //! after a reconnect.

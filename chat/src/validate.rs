@@ -85,7 +85,12 @@ mod tests {
 
     #[test]
     fn client_ids() {
-        for ok in ["a", "A-z_09", &"x".repeat(64), "3f2b9c1e-5b1a-4c55-9e7e-0d6f3c2a1b00"] {
+        for ok in [
+            "a",
+            "A-z_09",
+            &"x".repeat(64),
+            "3f2b9c1e-5b1a-4c55-9e7e-0d6f3c2a1b00",
+        ] {
             assert!(client_id(ok).is_ok(), "{ok}");
         }
         for bad in ["", &"x".repeat(65), "a b", "a/b", "é", "a\0", "a.b"] {
@@ -100,7 +105,10 @@ mod tests {
     fn texts() {
         assert!(text("hi", 4000).is_ok());
         assert!(text("line one\nline two\ttab\r\n", 4000).is_ok());
-        assert!(text(&"é".repeat(4000), 4000).is_ok(), "characters, not bytes");
+        assert!(
+            text(&"é".repeat(4000), 4000).is_ok(),
+            "characters, not bytes"
+        );
         assert!(matches!(text("", 4000), Err(ChatError::EmptyMessage)));
         assert!(matches!(text(" \n\t ", 4000), Err(ChatError::EmptyMessage)));
         assert!(matches!(
@@ -108,12 +116,20 @@ mod tests {
             Err(ChatError::MessageTooLong { max: 4000 })
         ));
         assert!(matches!(text("a\0b", 4000), Err(ChatError::InvalidText)));
-        assert!(matches!(text("bell\u{7}", 4000), Err(ChatError::InvalidText)));
+        assert!(matches!(
+            text("bell\u{7}", 4000),
+            Err(ChatError::InvalidText)
+        ));
     }
 
     #[test]
     fn word_filter_matches_whole_words_without_case() {
-        let filter = WordFilter::new(&[" Darn ".into(), "ass".into(), "bad phrase".into(), "".into()]);
+        let filter = WordFilter::new(&[
+            " Darn ".into(),
+            "ass".into(),
+            "bad phrase".into(),
+            "".into(),
+        ]);
         for blocked in [
             "darn",
             "Darn it",

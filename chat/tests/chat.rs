@@ -99,7 +99,12 @@ impl World {
 
     /// A new user with no role in the room, acting as a listener (as a public room's joiner).
     async fn stranger(&self, name: &str) -> Sender {
-        sender(user(&self.store, name).await, name, self.room, Role::Listener)
+        sender(
+            user(&self.store, name).await,
+            name,
+            self.room,
+            Role::Listener,
+        )
     }
 }
 
@@ -242,11 +247,7 @@ async fn a_retry_is_stored_and_delivered_once(_: Backend, db: TestDb) {
     assert_quiet(&mut rx).await;
 
     // Another user may use the same client id.
-    let other = w
-        .chat
-        .send(&w.owner, "retry-1", "hi")
-        .await
-        .expect("send");
+    let other = w.chat.send(&w.owner, "retry-1", "hi").await.expect("send");
     assert!(other.created);
     assert_eq!(other.message.seq, 2);
     let history = w
@@ -330,7 +331,12 @@ async fn invalid_messages_are_refused(_: Backend, db: TestDb) {
                 .send(&w.speaker, client_id, text)
                 .await
                 .expect_err("refused");
-            assert_eq!(err.code(), *code, "{client_id:?} {:?}", &text[..text.len().min(20)]);
+            assert_eq!(
+                err.code(),
+                *code,
+                "{client_id:?} {:?}",
+                &text[..text.len().min(20)]
+            );
         }
     }
     // Exactly 4000 characters (of two bytes each) is fine, and the burst is intact.
@@ -365,9 +371,15 @@ async fn the_word_filter_refuses_blocked_words(_: Backend, db: TestDb) {
     )
     .await;
     let mut rx = w.chat.subscribe(w.room);
-    for (i, text) in ["darn", "Oh DARN!", "well,darn.", "HECK NO", "it's a darn-shame"]
-        .iter()
-        .enumerate()
+    for (i, text) in [
+        "darn",
+        "Oh DARN!",
+        "well,darn.",
+        "HECK NO",
+        "it's a darn-shame",
+    ]
+    .iter()
+    .enumerate()
     {
         assert!(
             matches!(
@@ -378,7 +390,10 @@ async fn the_word_filter_refuses_blocked_words(_: Backend, db: TestDb) {
         );
     }
     assert_quiet(&mut rx).await;
-    for (i, text) in ["darned socks", "undarn", "heck", "no heck"].iter().enumerate() {
+    for (i, text) in ["darned socks", "undarn", "heck", "no heck"]
+        .iter()
+        .enumerate()
+    {
         w.chat
             .send(&w.speaker, &format!("ok{i}"), text)
             .await
@@ -408,7 +423,11 @@ async fn no_grant_muted_banned_and_strangers_are_refused(_: Backend, db: TestDb)
         .mute(&w.moderator, w.speaker.user_id)
         .await
         .expect("mute");
-    let muted = w.chat.send(&w.speaker, "m1", "hi").await.expect_err("muted");
+    let muted = w
+        .chat
+        .send(&w.speaker, "m1", "hi")
+        .await
+        .expect_err("muted");
     assert!(matches!(muted, ChatError::Muted));
     assert_eq!(muted.code(), "chat_muted");
     assert!(
@@ -498,12 +517,7 @@ async fn no_grant_muted_banned_and_strangers_are_refused(_: Backend, db: TestDb)
 
 async fn mutes_follow_the_ban_rules(_: Backend, db: TestDb) {
     let w = World::new(db, unlimited()).await;
-    let other_moderator = sender(
-        user(&w.store, "mo").await,
-        "mo",
-        w.room,
-        Role::Moderator,
-    );
+    let other_moderator = sender(user(&w.store, "mo").await, "mo", w.room, Role::Moderator);
     w.store
         .set_member_role(w.room, other_moderator.user_id, Role::Moderator)
         .await
@@ -604,7 +618,11 @@ async fn edits_and_deletes_follow_permissions_and_go_out_live(_: Backend, db: Te
     }
 
     // Edits: the author only.
-    let edited = w.chat.edit(&w.speaker, m1.seq, "first").await.expect("edit");
+    let edited = w
+        .chat
+        .edit(&w.speaker, m1.seq, "first")
+        .await
+        .expect("edit");
     assert_eq!(edited.text, "first");
     assert!(edited.edited_at.is_some());
     assert_eq!((edited.id, edited.seq), (m1.id, m1.seq));

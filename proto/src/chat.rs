@@ -66,6 +66,78 @@ pub enum ChatEvent {
     },
 }
 
+/// What a client sends on the `chat` data channel: `{"client_id","text"}` to post,
+/// `{"type":"edit","seq","text"}` or `{"type":"delete","seq"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChatRequest {
+    /// Edit one's own message.
+    Edit {
+        /// Always `"edit"`.
+        #[serde(rename = "type")]
+        kind: EditTag,
+        /// Which message.
+        seq: i64,
+        /// The new text.
+        text: String,
+    },
+    /// Delete a message (one's own, or any as a moderator).
+    Delete {
+        /// Always `"delete"`.
+        #[serde(rename = "type")]
+        kind: DeleteTag,
+        /// Which message.
+        seq: i64,
+    },
+    /// Post a message; the same `client_id` again is stored and delivered once.
+    Send {
+        /// Chosen by the client, 1–64 characters of `A-Za-z0-9_-`.
+        client_id: String,
+        /// 1–4000 characters.
+        text: String,
+    },
+}
+
+/// The `"edit"` tag of [`ChatRequest::Edit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EditTag {
+    /// `"edit"`.
+    Edit,
+}
+
+/// The `"delete"` tag of [`ChatRequest::Delete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteTag {
+    /// `"delete"`.
+    Delete,
+}
+
+/// The server's answer on the data channel to the sender of a [`ChatRequest`]; everyone else
+/// gets the [`ChatEvent`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ChatReply {
+    /// Stored (or already stored, for a repeated `client_id`).
+    #[serde(rename = "chat.ack")]
+    Ack {
+        /// The message as stored.
+        message: ChatMessage,
+    },
+    /// Refused; nothing was stored.
+    #[serde(rename = "chat.error")]
+    Error {
+        /// snake_case, as the REST API's codes.
+        code: String,
+        /// A sentence.
+        message: String,
+        /// The request's `client_id`, when it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+}
+
 impl ChatEvent {
     /// The message the event is about.
     pub fn message(&self) -> &ChatMessage {

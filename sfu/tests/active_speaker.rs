@@ -25,15 +25,31 @@ fn run() -> World {
     for p in [a, b, c] {
         w.join(room, p, grants(true, true)).expect("join");
     }
-    w.join_with(room, pid(9), grants(false, true), SubscribeMode::ActiveSpeakers { slots: 1 })
-        .expect("join w");
-    w.join_with(room, pid(10), grants(false, true), SubscribeMode::ActiveSpeakers { slots: 2 })
-        .expect("join v");
+    w.join_with(
+        room,
+        pid(9),
+        grants(false, true),
+        SubscribeMode::ActiveSpeakers { slots: 1 },
+    )
+    .expect("join w");
+    w.join_with(
+        room,
+        pid(10),
+        grants(false, true),
+        SubscribeMode::ActiveSpeakers { slots: 2 },
+    )
+    .expect("join v");
     w.join(room, pid(11), grants(false, true)).expect("join l");
     let spurts = [(ms(500), S(4)), (S(4), S(8)), (S(8), S(12))];
     for (i, (p, spurt)) in [a, b, c].into_iter().zip(spurts).enumerate() {
         let n = i as u32 + 1;
-        let talker = Talker::new(n, w.now, (n * 20_000) as u16, n * 1_000_000_000, vec![spurt]);
+        let talker = Talker::new(
+            n,
+            w.now,
+            (n * 20_000) as u16,
+            n * 1_000_000_000,
+            vec![spurt],
+        );
         w.publish(p, tid(n), talker).expect("publish");
     }
     w.run_for(S(13));
@@ -59,7 +75,10 @@ fn speaker_changes_are_reported_within_a_second() {
             .find(|(at, list)| since_start(&w, *at) >= starts && list.first() == Some(&who))
             .map(|(at, _)| since_start(&w, *at))
             .unwrap_or_else(|| panic!("{who} never reported: {events:?}"));
-        assert!(first_top <= starts + S(1), "{who} reported at {first_top:?}");
+        assert!(
+            first_top <= starts + S(1),
+            "{who} reported at {first_top:?}"
+        );
     }
     // After the last spurt, the room goes quiet within a second and stays so.
     let (last_at, last) = events.last().expect("events");
@@ -83,8 +102,15 @@ fn assert_exact_switches(sent: &[&Sent]) -> usize {
         assert_eq!(y.packet.ext_seq, x.packet.ext_seq + 1);
         let step = y.packet.timestamp.wrapping_sub(x.packet.timestamp);
         if talker_of(x) == talker_of(y) {
-            let (tx, ty) = (Tag::decode(&x.packet.payload), Tag::decode(&y.packet.payload));
-            assert_eq!(step, ty.ts.wrapping_sub(tx.ts), "same source: publisher spacing");
+            let (tx, ty) = (
+                Tag::decode(&x.packet.payload),
+                Tag::decode(&y.packet.payload),
+            );
+            assert_eq!(
+                step,
+                ty.ts.wrapping_sub(tx.ts),
+                "same source: publisher spacing"
+            );
         } else {
             switches += 1;
             let elapsed = (y.at - x.at).as_nanos() * 48_000 / 1_000_000_000;
@@ -100,18 +126,25 @@ fn assert_exact_switches(sent: &[&Sent]) -> usize {
 fn single_slot_follows_the_speaker_with_continuous_numbering() {
     let w = run();
     let sent: Vec<&Sent> = w.originals_to(pid(9)).collect();
-    let order: Vec<u32> = sent.iter().map(|s| talker_of(s)).fold(Vec::new(), |mut v, t| {
-        if v.last() != Some(&t) {
-            v.push(t);
-        }
-        v
-    });
+    let order: Vec<u32> = sent
+        .iter()
+        .map(|s| talker_of(s))
+        .fold(Vec::new(), |mut v, t| {
+            if v.last() != Some(&t) {
+                v.push(t);
+            }
+            v
+        });
     assert_eq!(order, vec![1, 2, 3], "A, then B, then C");
     assert_eq!(assert_exact_switches(&sent), 2);
     // W hears each new speaker within a second of them starting.
     for (talker, starts) in [(2, S(4)), (3, S(8))] {
         let first = sent.iter().find(|s| talker_of(s) == talker).expect("heard");
-        assert!(since_start(&w, first.at) <= starts + S(1), "{talker} at {:?}", first.at - w.start);
+        assert!(
+            since_start(&w, first.at) <= starts + S(1),
+            "{talker} at {:?}",
+            first.at - w.start
+        );
     }
     // One SSRC throughout, and the slot is an active-speaker slot.
     let slots = w.engine.slots_of(pid(9));
@@ -132,7 +165,11 @@ fn slot_switches_are_at_least_500_ms_apart() {
         })
         .collect();
     for sub in [pid(9), pid(10)] {
-        let times: Vec<Instant> = switches.iter().filter(|s| s.1 == sub).map(|s| s.0).collect();
+        let times: Vec<Instant> = switches
+            .iter()
+            .filter(|s| s.1 == sub)
+            .map(|s| s.0)
+            .collect();
         // The initial fills happen at publish time (t = 0); later switches are tick-paced.
         let later: Vec<&Instant> = times.iter().filter(|t| **t > w.start).collect();
         assert!(!later.is_empty());
@@ -160,7 +197,10 @@ fn two_slots_keep_the_previous_speaker_and_replace_the_quietest() {
     assert_eq!(per_slot(0), vec![1, 3]);
     assert_eq!(per_slot(1), vec![2]);
     for slot in &slots {
-        let sent: Vec<&Sent> = w.originals_to(pid(10)).filter(|s| s.slot == slot.id).collect();
+        let sent: Vec<&Sent> = w
+            .originals_to(pid(10))
+            .filter(|s| s.slot == slot.id)
+            .collect();
         assert_exact_switches(&sent);
     }
     // The in-room listener hears all three on their own track slots, never switched.
@@ -174,8 +214,13 @@ fn a_publisher_without_audio_levels_still_fills_an_empty_slot() {
     let mut w = World::new(Config::default(), 5);
     let room = rid(2);
     w.join(room, pid(1), grants(true, false)).expect("join");
-    w.join_with(room, pid(2), grants(false, true), SubscribeMode::ActiveSpeakers { slots: 1 })
-        .expect("join");
+    w.join_with(
+        room,
+        pid(2),
+        grants(false, true),
+        SubscribeMode::ActiveSpeakers { slots: 1 },
+    )
+    .expect("join");
     let mut obs = Talker::continuous(1, w.now, S(3));
     obs.with_levels = false;
     w.publish(pid(1), tid(1), obs).expect("publish");

@@ -18,8 +18,20 @@ fn run() -> World {
     w.join(room, b, grants(true, true)).expect("join b");
     let s = Duration::from_secs;
     let ms = Duration::from_millis;
-    let talk_a = Talker::new(1, w.now, 100, 1_000, vec![(s(0), s(3)), (s(5), s(7)), (ms(9_000), s(10))]);
-    let talk_b = Talker::new(2, w.now, 60_000, 4_000_000_000, vec![(ms(2_500), ms(5_200)), (s(7), s(9))]);
+    let talk_a = Talker::new(
+        1,
+        w.now,
+        100,
+        1_000,
+        vec![(s(0), s(3)), (s(5), s(7)), (ms(9_000), s(10))],
+    );
+    let talk_b = Talker::new(
+        2,
+        w.now,
+        60_000,
+        4_000_000_000,
+        vec![(ms(2_500), ms(5_200)), (s(7), s(9))],
+    );
     w.publish(a, tid(1), talk_a).expect("publish a");
     w.publish(b, tid(2), talk_b).expect("publish b");
     w.run_for(s(11));
@@ -31,10 +43,18 @@ fn each_hears_the_other_and_not_itself() {
     let w = run();
     let (a, b) = (pid(1), pid(2));
     for (listener, talker) in [(a, b), (b, a)] {
-        let got: Vec<_> = w.receiver(listener).streams.values().flat_map(|s| &s.packets).collect();
+        let got: Vec<_> = w
+            .receiver(listener)
+            .streams
+            .values()
+            .flat_map(|s| &s.packets)
+            .collect();
         assert!(!got.is_empty());
         let talker_id = if talker == a { 1 } else { 2 };
-        assert!(got.iter().all(|g| g.tag.talker == talker_id), "{listener} heard only {talker}");
+        assert!(
+            got.iter().all(|g| g.tag.talker == talker_id),
+            "{listener} heard only {talker}"
+        );
         // Everything the talker said arrived, once.
         let frames: BTreeSet<u32> = got.iter().map(|g| g.tag.frame).collect();
         assert_eq!(frames.len(), w.talker(talker).sent.len());
@@ -43,7 +63,10 @@ fn each_hears_the_other_and_not_itself() {
     let stats = w.engine.stats();
     assert_eq!(stats.dropped.total(), 0);
     assert_eq!(stats.packets_out, stats.packets_in);
-    assert_eq!((stats.rooms, stats.participants, stats.tracks, stats.slots), (1, 2, 2, 2));
+    assert_eq!(
+        (stats.rooms, stats.participants, stats.tracks, stats.slots),
+        (1, 2, 2, 2)
+    );
 }
 
 #[test]
@@ -67,7 +90,13 @@ fn slots_have_distinct_ssrcs_and_signaling_events() {
     // Every forward went out on the SSRC of its slot.
     for s in &w.sent {
         assert_eq!(Some(s.packet.ssrc), w.engine.slot(s.slot).map(|i| i.ssrc));
-        assert_ne!(Some(s.to), w.engine.slot(s.slot).and_then(|i| i.source).map(|x| x.participant));
+        assert_ne!(
+            Some(s.to),
+            w.engine
+                .slot(s.slot)
+                .and_then(|i| i.source)
+                .map(|x| x.participant)
+        );
     }
 }
 
@@ -85,7 +114,7 @@ fn sequence_and_timestamp_are_continuous_and_monotonic_per_slot() {
             let ty = sim::Tag::decode(&y.payload);
             let step = y.timestamp.wrapping_sub(x.timestamp);
             assert_eq!(step, ty.ts.wrapping_sub(tx.ts));
-            assert!(step >= 960 && step < 1 << 31, "monotonic");
+            assert!((960..1 << 31).contains(&step), "monotonic");
         }
         // Talk spurt starts keep their marker bit; nothing else has one except the first.
         let marked = sent.iter().filter(|s| s.packet.marker).count();
@@ -106,10 +135,23 @@ fn same_inputs_same_outputs() {
     let strip = |w: &World| -> Vec<_> {
         w.sent
             .iter()
-            .map(|s| (s.at - w.start, s.to, s.slot, s.packet.clone(), s.retransmission))
+            .map(|s| {
+                (
+                    s.at - w.start,
+                    s.to,
+                    s.slot,
+                    s.packet.clone(),
+                    s.retransmission,
+                )
+            })
             .collect()
     };
     assert_eq!(strip(&x), strip(&y));
-    let events = |w: &World| -> Vec<_> { w.events.iter().map(|(t, e)| (*t - w.start, e.clone())).collect() };
+    let events = |w: &World| -> Vec<_> {
+        w.events
+            .iter()
+            .map(|(t, e)| (*t - w.start, e.clone()))
+            .collect()
+    };
     assert_eq!(events(&x), events(&y));
 }

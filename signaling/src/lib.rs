@@ -10,7 +10,7 @@
 //! media stays up, and a new session with the same participant (the same media token) resumes it
 //! with an ICE restart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,12 +23,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
+use veza_chat::{ChatService, Sender};
+use veza_proto::chat::{ChatEvent, ChatReply, ChatRequest};
 use veza_proto::signal::{
     ClientMessage, MAX_CLIENT_MESSAGE, ModerateAction, PROTOCOL_VERSION, ParticipantInfo,
     ServerMessage, Speaker,
 };
-use veza_proto::{MediaClaims, ParticipantId, Role, RoomId};
+use veza_proto::{MediaClaims, MessageId, ParticipantId, Role, RoomId};
 use veza_sfu::engine::Event as EngineEvent;
 use veza_sfu::webrtc::{JoinRequest, MediaServer, ServerEvent};
 
@@ -36,12 +38,6 @@ use veza_sfu::webrtc::{JoinRequest, MediaServer, ServerEvent};
 pub trait TokenVerifier: Send + Sync + 'static {
     /// The claims of a valid media token, or why it is not valid.
     fn verify_media(&self, token: &str) -> Result<MediaClaims, String>;
-}
-
-/// Receives what participants type on their `chat` data channel.
-pub trait ChatSink: Send + Sync + 'static {
-    /// One text frame from `participant` (whose token said `claims`).
-    fn chat_data(&self, claims: &MediaClaims, text: String);
 }
 
 /// Shared state of all sessions. Cheap to clone.
@@ -53,7 +49,7 @@ pub struct Signaling {
 struct Inner {
     media: MediaServer,
     verifier: Arc<dyn TokenVerifier>,
-    chat: Option<Arc<dyn ChatSink>>,
+    chat: Option<ChatService>,
     grace: Duration,
     rooms: Mutex<HashMap<RoomId, Room>>,
 }
@@ -83,7 +79,7 @@ impl Signaling {
     pub fn new(
         media: MediaServer,
         verifier: Arc<dyn TokenVerifier>,
-        chat: Option<Arc<dyn ChatSink>>,
+        chat: Option<ChatService>,
         grace: Duration,
     ) -> Self {
         Self {
@@ -126,7 +122,12 @@ impl Signaling {
             .map(|m| m.info.clone())
     }
 
-    fn update_info(&self, room: RoomId, participant: ParticipantId, f: impl FnOnce(&mut ParticipantInfo)) {
+    fn update_info(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        f: impl FnOnce(&mut ParticipantInfo),
+    ) {
         if let Some(member) = self
             .rooms()
             .get_mut(&room)
@@ -166,7 +167,11 @@ async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(token) = query.token else {
-        return refuse(StatusCode::UNAUTHORIZED, "missing_token", "pass the media token as ?token=");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "pass the media token as ?token=",
+        );
     };
     let claims = match signaling.inner.verifier.verify_media(&token) {
         Ok(claims) => claims,
@@ -205,7 +210,8 @@ async fn serve_socket(signaling: Signaling, claims: MediaClaims, socket: WebSock
             Ok(Message::Ping(_) | Message::Pong(_)) => None,
         }
     });
-    let sink = sink.with(|text: String| async move { Ok::<_, axum::Error>(Message::Text(text.into())) });
+    let sink =
+        sink.with(|text: String| async move { Ok::<_, axum::Error>(Message::Text(text.into())) });
     run_session(signaling, claims, Box::pin(frames), Box::pin(sink)).await;
 }
 
@@ -246,7 +252,11 @@ where
     let offer = match offer {
         Ok(offer) => offer,
         Err(err) => {
-            let _ = send(&mut sink, &ServerMessage::error("join_failed", err.to_string())).await;
+            let _ = send(
+                &mut sink,
+                &ServerMessage::error("join_failed", err.to_string()),
+            )
+            .await;
             return;
         }
     };
@@ -275,7 +285,11 @@ where
         .map(|r| r.members.values().map(|m| m.info.clone()).collect())
         .unwrap_or_default();
     if !resumed && let Some(me) = signaling.member_info(room, participant) {
-        signaling.broadcast_except(room, participant, &ServerMessage::ParticipantJoined { participant: me });
+        signaling.broadcast_except(
+            room,
+            participant,
+            &ServerMessage::ParticipantJoined { participant: me },
+        );
     }
     let hello = ServerMessage::Joined {
         protocol: PROTOCOL_VERSION,
@@ -285,8 +299,16 @@ where
         participants,
         resumed,
     };
+    let mut chat_events = signaling
+        .inner
+        .chat
+        .as_ref()
+        .map(|chat| chat.subscribe(room));
+    // Messages this session sent and was acknowledged for: their own echo is not delivered.
+    let mut acked: VecDeque<MessageId> = VecDeque::new();
     let mut frames = frames;
-    let mut open = send(&mut sink, &hello).await && send(&mut sink, &ServerMessage::Offer { sdp: offer }).await;
+    let mut open = send(&mut sink, &hello).await
+        && send(&mut sink, &ServerMessage::Offer { sdp: offer }).await;
     let mut kicked = false;
     while open {
         tokio::select! {
@@ -301,13 +323,29 @@ where
                 }
                 Some(Frame::Closed) | None => open = false,
             },
-            Some(event) = events.recv() => {
-                if event == ServerEvent::Removed {
+            Some(event) = events.recv() => match event {
+                ServerEvent::Removed => {
                     kicked = true;
                     let _ = send(&mut sink, &ServerMessage::Kicked).await;
                     open = false;
-                } else if let Some(message) = server_message(&signaling, room, event, &claims) {
-                    open &= send(&mut sink, &message).await;
+                }
+                ServerEvent::ChatData(text) => {
+                    let reply = handle_chat(&signaling, &claims, &text, &mut acked).await;
+                    if let Ok(json) = serde_json::to_string(&reply) {
+                        signaling.inner.media.send_chat(participant, json);
+                    }
+                }
+                event => {
+                    if let Some(message) = server_message(&signaling, room, event) {
+                        open &= send(&mut sink, &message).await;
+                    }
+                }
+            },
+            Some(event) = next_chat(&mut chat_events) => {
+                let own_echo = matches!(event, ChatEvent::Created { .. })
+                    && acked.contains(&event.message().id);
+                if !own_echo && let Ok(json) = serde_json::to_string(&event) {
+                    signaling.inner.media.send_chat(participant, json);
                 }
             }
             Some(message) = outbox.recv() => {
@@ -318,7 +356,12 @@ where
 
     if kicked {
         signaling.forget(room, participant);
-        signaling.broadcast(room, &ServerMessage::ParticipantLeft { participant_id: participant });
+        signaling.broadcast(
+            room,
+            &ServerMessage::ParticipantLeft {
+                participant_id: participant,
+            },
+        );
         return;
     }
     // Keep the participant for the grace period; a resumed session bumps the generation.
@@ -340,7 +383,12 @@ where
         if expired {
             signaling.inner.media.leave(participant);
             signaling.forget(room, participant);
-            signaling.broadcast(room, &ServerMessage::ParticipantLeft { participant_id: participant });
+            signaling.broadcast(
+                room,
+                &ServerMessage::ParticipantLeft {
+                    participant_id: participant,
+                },
+            );
         }
     });
 }
@@ -349,7 +397,9 @@ impl Signaling {
     fn broadcast_except(&self, room: RoomId, except: ParticipantId, message: &ServerMessage) {
         if let Some(room) = self.rooms().get(&room) {
             for (id, member) in &room.members {
-                if *id != except && let Some(outbox) = &member.outbox {
+                if *id != except
+                    && let Some(outbox) = &member.outbox
+                {
                     let _ = outbox.send(message.clone());
                 }
             }
@@ -365,12 +415,21 @@ async fn send<S: Sink<String> + Unpin>(sink: &mut S, message: &ServerMessage) ->
 }
 
 /// Handles one client frame; returns the replies for this client.
-async fn handle_client(signaling: &Signaling, claims: &MediaClaims, text: &str) -> Vec<ServerMessage> {
+async fn handle_client(
+    signaling: &Signaling,
+    claims: &MediaClaims,
+    text: &str,
+) -> Vec<ServerMessage> {
     let media = &signaling.inner.media;
     let me = claims.participant;
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(message) => message,
-        Err(err) => return vec![ServerMessage::error("invalid_message", format!("not a valid message: {err}"))],
+        Err(err) => {
+            return vec![ServerMessage::error(
+                "invalid_message",
+                format!("not a valid message: {err}"),
+            )];
+        }
     };
     match message {
         ClientMessage::Ping => vec![ServerMessage::Pong],
@@ -421,7 +480,10 @@ async fn handle_client(signaling: &Signaling, claims: &MediaClaims, text: &str) 
                 )];
             }
             match signaling.member_info(claims.room, participant_id) {
-                None => vec![ServerMessage::error("unknown_participant", "no such participant in this room")],
+                None => vec![ServerMessage::error(
+                    "unknown_participant",
+                    "no such participant in this room",
+                )],
                 Some(target) if target.role == Role::Owner => vec![ServerMessage::error(
                     "owner_protected",
                     "the room's owner cannot be moderated",
@@ -444,26 +506,25 @@ fn server_message(
     signaling: &Signaling,
     room: RoomId,
     event: ServerEvent,
-    claims: &MediaClaims,
 ) -> Option<ServerMessage> {
     match event {
         ServerEvent::Offer(sdp) => Some(ServerMessage::Offer { sdp }),
         ServerEvent::Connected => Some(ServerMessage::Connected),
-        ServerEvent::Disconnected | ServerEvent::Removed => None,
-        ServerEvent::ChatData(text) => {
-            if let Some(chat) = &signaling.inner.chat {
-                chat.chat_data(claims, text);
-            }
-            None
-        }
+        ServerEvent::Disconnected | ServerEvent::Removed | ServerEvent::ChatData(_) => None,
         ServerEvent::Room(event) => match event {
             EngineEvent::TrackPublished { participant, .. } => {
-                Some(ServerMessage::TrackPublished { participant_id: participant })
+                Some(ServerMessage::TrackPublished {
+                    participant_id: participant,
+                })
             }
             EngineEvent::TrackUnpublished { participant, .. } => {
-                Some(ServerMessage::TrackUnpublished { participant_id: participant })
+                Some(ServerMessage::TrackUnpublished {
+                    participant_id: participant,
+                })
             }
-            EngineEvent::Muted { participant, muted, .. } => {
+            EngineEvent::Muted {
+                participant, muted, ..
+            } => {
                 signaling.update_info(room, participant, |info| info.muted = muted);
                 Some(ServerMessage::Muted {
                     participant_id: participant,
@@ -474,10 +535,99 @@ fn server_message(
             EngineEvent::ActiveSpeakers { speakers, .. } => Some(ServerMessage::Speaking {
                 speakers: speakers
                     .into_iter()
-                    .map(|(participant_id, level)| Speaker { participant_id, level })
+                    .map(|(participant_id, level)| Speaker {
+                        participant_id,
+                        level,
+                    })
                     .collect(),
             }),
             _ => None,
         },
+    }
+}
+
+/// The largest chat frame accepted on the data channel (4000 characters of up to 4 bytes, and
+/// the JSON around them).
+const MAX_CHAT_FRAME: usize = 17 * 1024;
+
+/// How many of its own message ids a session remembers to skip their echo.
+const ACKED_REMEMBERED: usize = 64;
+
+/// The next event of the room's chat, if the session follows one; waits forever otherwise.
+async fn next_chat(events: &mut Option<broadcast::Receiver<ChatEvent>>) -> Option<ChatEvent> {
+    let Some(rx) = events else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(event) => return Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // The client catches up with `?after=<seq>`; the gap shows in its seqs.
+                tracing::warn!(missed, "chat delivery lagged; events skipped");
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                *events = None;
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+/// Handles one frame of the `chat` data channel; returns the reply for the sender.
+async fn handle_chat(
+    signaling: &Signaling,
+    claims: &MediaClaims,
+    text: &str,
+    acked: &mut VecDeque<MessageId>,
+) -> ChatReply {
+    let error = |code: &str, message: String, client_id: Option<String>| ChatReply::Error {
+        code: code.to_owned(),
+        message,
+        client_id,
+    };
+    let Some(chat) = &signaling.inner.chat else {
+        return error(
+            "chat_unavailable",
+            "chat is not enabled on this server".into(),
+            None,
+        );
+    };
+    if text.len() > MAX_CHAT_FRAME {
+        return error(
+            "message_too_long",
+            format!("chat frames are at most {MAX_CHAT_FRAME} bytes"),
+            None,
+        );
+    }
+    let request: ChatRequest = match serde_json::from_str(text) {
+        Ok(request) => request,
+        Err(err) => {
+            return error(
+                "invalid_message",
+                format!("not a chat request: {err}"),
+                None,
+            );
+        }
+    };
+    let sender = Sender::from_claims(claims);
+    let (result, client_id) = match request {
+        ChatRequest::Send { client_id, text } => (
+            chat.send(&sender, &client_id, &text)
+                .await
+                .map(|ack| ack.message),
+            Some(client_id),
+        ),
+        ChatRequest::Edit { seq, text, .. } => (chat.edit(&sender, seq, &text).await, None),
+        ChatRequest::Delete { seq, .. } => (chat.delete(&sender, seq).await, None),
+    };
+    match result {
+        Ok(message) => {
+            if acked.len() == ACKED_REMEMBERED {
+                acked.pop_front();
+            }
+            acked.push_back(message.id);
+            ChatReply::Ack { message }
+        }
+        Err(err) => error(err.code(), err.to_string(), client_id),
     }
 }

@@ -20,12 +20,17 @@ struct Tokens(MediaClaims);
 
 impl TokenVerifier for Tokens {
     fn verify_media(&self, token: &str) -> Result<MediaClaims, String> {
-        (token == "good").then(|| self.0.clone()).ok_or_else(|| "ExpiredSignature".to_owned())
+        (token == "good")
+            .then(|| self.0.clone())
+            .ok_or_else(|| "ExpiredSignature".to_owned())
     }
 }
 
 fn claims(role: Role) -> MediaClaims {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
     MediaClaims {
         iss: "test".into(),
         sub: UserId::new(),
@@ -46,8 +51,15 @@ async fn signaling(claims: &MediaClaims) -> Signaling {
         udp_addr: "127.0.0.1:0".parse().expect("addr"),
         ..MediaConfig::default()
     };
-    let media = MediaServer::start(config, Engine::new(Config::default())).await.expect("media");
-    Signaling::new(media, Arc::new(Tokens(claims.clone())), None, Duration::from_secs(1))
+    let media = MediaServer::start(config, Engine::new(Config::default()))
+        .await
+        .expect("media");
+    Signaling::new(
+        media,
+        Arc::new(Tokens(claims.clone())),
+        None,
+        Duration::from_secs(1),
+    )
 }
 
 /// A running session with a client's ends: frames in, decoded server messages out.
@@ -60,12 +72,21 @@ impl Client {
     fn start(signaling: Signaling, claims: MediaClaims) -> Self {
         let (frames, rx) = mpsc::unbounded_channel();
         let (tx, replies) = mpsc::unbounded_channel::<String>();
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+            );
         let sink = futures_util::sink::unfold(tx, |tx, text: String| async move {
             tx.send(text).map_err(|_| ())?;
             Ok::<_, ()>(tx)
         });
-        tokio::spawn(run_session(signaling, claims, Box::pin(stream), Box::pin(sink)));
+        tokio::spawn(run_session(
+            signaling,
+            claims,
+            Box::pin(stream),
+            Box::pin(sink),
+        ));
         Self { frames, replies }
     }
 
@@ -78,7 +99,9 @@ impl Client {
     }
 
     fn send(&self, text: &str) {
-        self.frames.send(Frame::Text(text.to_owned())).expect("session open");
+        self.frames
+            .send(Frame::Text(text.to_owned()))
+            .expect("session open");
     }
 }
 
@@ -98,19 +121,41 @@ async fn join_then_offer_then_requests() {
     let claims = claims(Role::Listener);
     let mut client = Client::start(signaling(&claims).await, claims.clone());
     match client.next().await {
-        ServerMessage::Joined { protocol, participant_id, grants, participants, resumed, .. } => {
+        ServerMessage::Joined {
+            protocol,
+            participant_id,
+            grants,
+            participants,
+            resumed,
+            ..
+        } => {
             assert_eq!(protocol, 1);
             assert_eq!(participant_id, claims.participant);
-            assert_eq!(grants, Grants { can_publish: false, can_subscribe: true, can_chat: true });
+            assert_eq!(
+                grants,
+                Grants {
+                    can_publish: false,
+                    can_subscribe: true,
+                    can_chat: true
+                }
+            );
             assert_eq!(participants.len(), 1);
             assert_eq!(participants[0].name, "lena");
             assert!(!resumed);
         }
         other => panic!("want joined, got {other:?}"),
     }
-    let ServerMessage::Offer { sdp } = client.next().await else { panic!("want offer") };
-    assert!(sdp.contains("m=application"), "the chat data channel: {sdp}");
-    assert!(!sdp.contains("a=recvonly"), "a listener gets no microphone section: {sdp}");
+    let ServerMessage::Offer { sdp } = client.next().await else {
+        panic!("want offer")
+    };
+    assert!(
+        sdp.contains("m=application"),
+        "the chat data channel: {sdp}"
+    );
+    assert!(
+        !sdp.contains("a=recvonly"),
+        "a listener gets no microphone section: {sdp}"
+    );
 
     // A listener may not publish; the session goes on.
     client.send(r#"{"type":"publish"}"#);
@@ -134,14 +179,31 @@ async fn a_speaker_is_offered_a_microphone_section_and_may_publish() {
     let claims = claims(Role::Speaker);
     let mut client = Client::start(signaling(&claims).await, claims.clone());
     assert!(matches!(client.next().await, ServerMessage::Joined { .. }));
-    let ServerMessage::Offer { sdp } = client.next().await else { panic!("want offer") };
-    assert!(sdp.contains("m=audio") && sdp.contains("a=recvonly"), "{sdp}");
+    let ServerMessage::Offer { sdp } = client.next().await else {
+        panic!("want offer")
+    };
+    assert!(
+        sdp.contains("m=audio") && sdp.contains("a=recvonly"),
+        "{sdp}"
+    );
     assert!(sdp.contains("opus/48000/2"), "{sdp}");
+    assert!(
+        sdp.lines()
+            .any(|l| l.starts_with("a=rtcp-fb:") && l.trim_end().ends_with(" nack")),
+        "Opus NACK feedback is offered: {sdp}"
+    );
+    assert!(sdp.contains("red/48000/2"), "RED is offered: {sdp}");
+    assert!(
+        sdp.contains("ssrc-audio-level"),
+        "the audio-level extension: {sdp}"
+    );
     client.send(r#"{"type":"publish"}"#);
     client.send(r#"{"type":"ping"}"#);
     // The room (the publisher included) hears of the track; the ping is answered; no error.
     let replies = [client.next().await, client.next().await];
-    let published = ServerMessage::TrackPublished { participant_id: claims.participant };
+    let published = ServerMessage::TrackPublished {
+        participant_id: claims.participant,
+    };
     assert!(replies.contains(&published), "{replies:?}");
     assert!(replies.contains(&ServerMessage::Pong), "{replies:?}");
 }
@@ -150,20 +212,32 @@ async fn a_speaker_is_offered_a_microphone_section_and_may_publish() {
 async fn bad_tokens_are_refused_before_the_upgrade() {
     let claims = claims(Role::Speaker);
     let router = veza_signaling::router(signaling(&claims).await);
-    for (uri, code) in [("/rtc", "missing_token"), ("/rtc?token=expired", "invalid_token")] {
+    for (uri, code) in [
+        ("/rtc", "missing_token"),
+        ("/rtc?token=expired", "invalid_token"),
+    ] {
         let response = router
             .clone()
             .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
             .await
             .expect("infallible");
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(json["error"]["code"], code);
     }
     // A good token without a WebSocket upgrade is told to upgrade.
     let response = router
-        .oneshot(Request::get("/rtc?token=good").body(Body::empty()).expect("request"))
+        .oneshot(
+            Request::get("/rtc?token=good")
+                .body(Body::empty())
+                .expect("request"),
+        )
         .await
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
@@ -174,16 +248,25 @@ async fn a_closed_socket_keeps_the_participant_for_the_grace_period() {
     let claims = claims(Role::Speaker);
     let signaling = signaling(&claims).await;
     let mut first = Client::start(signaling.clone(), claims.clone());
-    assert!(matches!(first.next().await, ServerMessage::Joined { resumed: false, .. }));
+    assert!(matches!(
+        first.next().await,
+        ServerMessage::Joined { resumed: false, .. }
+    ));
     first.frames.send(Frame::Closed).expect("open");
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Within the grace period (1 s here) the same participant resumes.
     let mut second = Client::start(signaling.clone(), claims.clone());
-    assert!(matches!(second.next().await, ServerMessage::Joined { resumed: true, .. }));
+    assert!(matches!(
+        second.next().await,
+        ServerMessage::Joined { resumed: true, .. }
+    ));
     assert!(matches!(second.next().await, ServerMessage::Offer { .. }));
     let _ = second.frames.send(Frame::Closed);
     // After the grace period the participant is gone: a new session is a fresh join.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut third = Client::start(signaling, claims);
-    assert!(matches!(third.next().await, ServerMessage::Joined { resumed: false, .. }));
+    assert!(matches!(
+        third.next().await,
+        ServerMessage::Joined { resumed: false, .. }
+    ));
 }

@@ -79,9 +79,15 @@ fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> {
     let deleted_by: Option<String> = row.try_get("deleted_by")?;
     Ok(ChatMessage {
         id: parse_id("chat_messages.id", &row.try_get::<String, _>("id")?)?,
-        room_id: parse_id("chat_messages.room_id", &row.try_get::<String, _>("room_id")?)?,
+        room_id: parse_id(
+            "chat_messages.room_id",
+            &row.try_get::<String, _>("room_id")?,
+        )?,
         seq: row.try_get("seq")?,
-        user_id: parse_id("chat_messages.user_id", &row.try_get::<String, _>("user_id")?)?,
+        user_id: parse_id(
+            "chat_messages.user_id",
+            &row.try_get::<String, _>("user_id")?,
+        )?,
         username: row.try_get("username")?,
         client_id: row.try_get("client_id")?,
         text: row.try_get("text")?,
@@ -114,7 +120,10 @@ impl Store {
         client_id: &str,
         text: &str,
     ) -> Result<(ChatMessage, bool), StoreError> {
-        match self.try_insert_chat_message(room, user, client_id, text).await {
+        match self
+            .try_insert_chat_message(room, user, client_id, text)
+            .await
+        {
             // Only reachable if the counter did not serialise the two inserts (it does on both
             // databases); the stored message is the answer all the same.
             Err(StoreError::Conflict("chat message")) => Ok((
@@ -138,12 +147,13 @@ impl Store {
         // First statement, and a write: it takes the room's lock (PostgreSQL) or the database's
         // write lock (SQLite) before anything is read, so the duplicate check below sees every
         // committed message and SQLite never has to upgrade a read transaction.
-        let seq: i64 =
-            sqlx::query_scalar("UPDATE rooms SET chat_seq = chat_seq + 1 WHERE id = $1 RETURNING chat_seq")
-                .bind(room.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE rooms SET chat_seq = chat_seq + 1 WHERE id = $1 RETURNING chat_seq",
+        )
+        .bind(room.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let existing = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM chat_messages c JOIN users u ON u.id = c.user_id \
              WHERE c.room_id = $1 AND c.user_id = $2 AND c.client_id = $3"
@@ -349,7 +359,12 @@ impl Store {
 
     /// Mutes the user in the room's chat (muting again is fine). [`StoreError::NotFound`] when
     /// the room or user does not exist.
-    pub async fn mute_chat(&self, room: RoomId, user: UserId, by: UserId) -> Result<(), StoreError> {
+    pub async fn mute_chat(
+        &self,
+        room: RoomId,
+        user: UserId,
+        by: UserId,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO room_chat_mutes (room_id, user_id, muted_by, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (room_id, user_id) DO NOTHING",

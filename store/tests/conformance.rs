@@ -2,9 +2,7 @@
 
 use veza_proto::{Role, RoomId, UserId, Visibility};
 use veza_store::testing::TestDb;
-use veza_store::{
-    ChatPage, NewAuditEntry, NewRoom, RefreshOutcome, RoomPatch, Store, StoreError,
-};
+use veza_store::{ChatPage, NewAuditEntry, NewRoom, RefreshOutcome, RoomPatch, Store, StoreError};
 
 /// Runs each scenario once per backend, on a multi-threaded runtime so that concurrent
 /// scenarios really run in parallel.
@@ -480,10 +478,7 @@ async fn chat_messages_are_sequenced_deduplicated_and_paged(store: Store) {
             .expect("insert");
         assert_eq!(m.seq, i);
     }
-    assert_eq!(
-        store.chat_message(room, 2).await.expect("by seq"),
-        from_bob
-    );
+    assert_eq!(store.chat_message(room, 2).await.expect("by seq"), from_bob);
     assert!(matches!(
         store.chat_message(room, 11).await,
         Err(StoreError::NotFound)
@@ -568,7 +563,10 @@ async fn chat_edits_and_deletes(store: Store) {
         .expect("edit");
     assert_eq!(edited.text, "typo");
     assert!(edited.edited_at.is_some_and(|at| at >= m.created_at));
-    assert_eq!((edited.id, edited.seq, edited.created_at), (m.id, m.seq, m.created_at));
+    assert_eq!(
+        (edited.id, edited.seq, edited.created_at),
+        (m.id, m.seq, m.created_at)
+    );
     assert!(
         matches!(
             store.edit_chat_message(room, m.seq, alice, "hijack").await,
@@ -640,7 +638,11 @@ async fn concurrent_chat_inserts_get_gap_free_seqs(store: Store) {
         }
     }
     created.sort_unstable();
-    assert_eq!(created, (1..=50).collect::<Vec<i64>>(), "seqs 1..=50 exactly");
+    assert_eq!(
+        created,
+        (1..=50).collect::<Vec<i64>>(),
+        "seqs 1..=50 exactly"
+    );
     assert_eq!(duplicates, 10);
     let all = store
         .chat_history(room, ChatPage::After(0), 200)
@@ -696,7 +698,13 @@ async fn chat_mutes_and_standing(store: Store) {
         .await
         .expect("mute twice is fine");
     assert!(store.is_chat_muted(room, member).await.expect("muted?"));
-    assert!(store.chat_standing(room, member).await.expect("standing").muted);
+    assert!(
+        store
+            .chat_standing(room, member)
+            .await
+            .expect("standing")
+            .muted
+    );
     assert!(matches!(
         store.mute_chat(room, UserId::new(), owner).await,
         Err(StoreError::NotFound)
@@ -710,7 +718,13 @@ async fn chat_mutes_and_standing(store: Store) {
     assert!(!store.is_chat_muted(room, member).await.expect("muted?"));
 
     store.ban(room, stranger, owner).await.expect("ban");
-    assert!(store.chat_standing(room, stranger).await.expect("standing").banned);
+    assert!(
+        store
+            .chat_standing(room, stranger)
+            .await
+            .expect("standing")
+            .banned
+    );
 }
 
 #[tokio::test]

@@ -17,11 +17,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use veza_api::{AppState, KeyRing};
+use veza_cluster::RateLimiter;
 use veza_proto::MediaClaims;
 use veza_sfu::engine::{Config as EngineConfig, Engine};
 use veza_sfu::webrtc::{MediaConfig, MediaServer};
 use veza_signaling::{Signaling, TokenVerifier};
-use veza_cluster::RateLimiter;
 use veza_store::Store;
 
 use crate::config::{Config, LogFormat};
@@ -227,7 +227,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let signaling = Signaling::new(
         media,
         Arc::new(MediaTokens(state.clone())),
-        None,
+        Some(state.chat.clone()),
         RECONNECT_GRACE,
     );
 

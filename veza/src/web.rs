@@ -25,11 +25,21 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
             "/",
-            get(|| async { asset("text/html; charset=utf-8", include_str!("../../web/index.html")) }),
+            get(|| async {
+                asset(
+                    "text/html; charset=utf-8",
+                    include_str!("../../web/index.html"),
+                )
+            }),
         )
         .route(
             "/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../web/app.js")) }),
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../../web/app.js"),
+                )
+            }),
         )
         .route(
             "/app.css",

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-use veza_api::{ApiConfig, AppState, KeyRing};
+use veza_api::{ApiConfig, AppState, ChatConfig, ChatService, KeyRing};
 use veza_cluster::RateLimiter;
 use veza_store::testing::TestDb;
 
@@ -103,6 +103,20 @@ impl TestApp {
         limiter: RateLimiter,
         configure: impl FnOnce(&mut ApiConfig),
     ) -> Self {
+        Self::build(db, limiter, ChatConfig::default(), configure).await
+    }
+
+    /// With these chat settings (the default is 5 messages a second, bursts of 10, no filter).
+    pub async fn with_chat(db: Db, chat: ChatConfig) -> Self {
+        Self::build(db, RateLimiter::memory(), chat, |_| {}).await
+    }
+
+    async fn build(
+        db: Db,
+        limiter: RateLimiter,
+        chat: ChatConfig,
+        configure: impl FnOnce(&mut ApiConfig),
+    ) -> Self {
         let test_db = match db {
             Db::Postgres => TestDb::postgres()
                 .await
@@ -116,7 +130,8 @@ impl TestApp {
         config.rate_limit_per_min = 100_000;
         config.auth_rate_limit_per_min = 100_000;
         configure(&mut config);
-        let state = AppState::new(config, store, keys, limiter);
+        let chat = ChatService::new(store.clone(), chat);
+        let state = AppState::new(config, store, keys, limiter, chat);
         Self {
             router: veza_api::router(state.clone()),
             state,

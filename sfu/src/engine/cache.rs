@@ -1,10 +1,10 @@
 //! The per-track packet cache: a ring of the last N packets indexed by extended sequence
 //! number. It answers NACKs and tells duplicates apart. Its memory is allocated once when the
-//! track is published; inserting a packet only moves a `Bytes` handle.
+//! track is published; inserting a packet only moves a reference-counted handle.
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use super::types::Payload;
 
 use super::types::AudioLevel;
 
@@ -15,7 +15,7 @@ pub(crate) struct Cached {
     pub(crate) timestamp: u32,
     pub(crate) marker: bool,
     pub(crate) payload_type: u8,
-    pub(crate) payload: Bytes,
+    pub(crate) payload: Payload,
     pub(crate) audio_level: Option<AudioLevel>,
     pub(crate) arrived: Instant,
 }
@@ -57,7 +57,9 @@ impl PacketCache {
     /// The packet with this extended sequence number, if held and not older than `max_age`.
     pub(crate) fn get(&self, ext_seq: u64, now: Instant, max_age: Duration) -> Option<&Cached> {
         match &self.entries[self.index(ext_seq)] {
-            Some(c) if c.ext_seq == ext_seq && now.saturating_duration_since(c.arrived) <= max_age => {
+            Some(c)
+                if c.ext_seq == ext_seq && now.saturating_duration_since(c.arrived) <= max_age =>
+            {
                 Some(c)
             }
             _ => None,
@@ -75,7 +77,7 @@ mod tests {
             timestamp: ext_seq as u32 * 960,
             marker: false,
             payload_type: 111,
-            payload: Bytes::from_static(b"opus"),
+            payload: Payload::from(&b"opus"[..]),
             audio_level: None,
             arrived,
         }
@@ -92,7 +94,12 @@ mod tests {
         assert!(cache.contains(124));
         assert!(cache.contains(139));
         assert!(!cache.contains(140));
-        assert_eq!(cache.get(130, now, Duration::from_secs(2)).map(|c| c.ext_seq), Some(130));
+        assert_eq!(
+            cache
+                .get(130, now, Duration::from_secs(2))
+                .map(|c| c.ext_seq),
+            Some(130)
+        );
         assert!(cache.get(110, now, Duration::from_secs(2)).is_none());
     }
 
@@ -103,7 +110,11 @@ mod tests {
         cache.insert(packet(5, t0));
         let max = Duration::from_secs(2);
         assert!(cache.get(5, t0 + max, max).is_some());
-        assert!(cache.get(5, t0 + max + Duration::from_millis(1), max).is_none());
+        assert!(
+            cache
+                .get(5, t0 + max + Duration::from_millis(1), max)
+                .is_none()
+        );
         // Still known for duplicate detection.
         assert!(cache.contains(5));
     }

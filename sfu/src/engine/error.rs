@@ -59,7 +59,10 @@ impl fmt::Display for EngineError {
             EngineError::UnknownTrack(t) => write!(f, "unknown track {t}"),
             EngineError::TrackExists(t) => write!(f, "track {t} is already published"),
             EngineError::AlreadyPublishing { participant, track } => {
-                write!(f, "participant {participant} already publishes track {track}")
+                write!(
+                    f,
+                    "participant {participant} already publishes track {track}"
+                )
             }
             EngineError::InvalidSlotCount(n) => write!(
                 f,

@@ -117,7 +117,9 @@ impl Ingress {
         self.seq_splice = old_highest.wrapping_add(1).wrapping_sub(raw);
         let gap = self
             .last_arrival
-            .map_or(FRAME_TICKS, |at| elapsed_ticks(now.saturating_duration_since(at)))
+            .map_or(FRAME_TICKS, |at| {
+                elapsed_ticks(now.saturating_duration_since(at))
+            })
             .max(FRAME_TICKS);
         let ts = self.last_ts.wrapping_add(gap);
         self.ts_splice = ts.wrapping_sub(timestamp);
@@ -178,7 +180,11 @@ mod tests {
         let mut ing = Ingress::new(512);
         ext(ing.accept(now, 1000, 0));
         assert_eq!(ing.accept(now, 1000 - 512, 0), Accepted::TooOld);
-        assert_eq!(ing.accept(now, 40_000, 0), Accepted::TooOld, "half a cycle back");
+        assert_eq!(
+            ing.accept(now, 40_000, 0),
+            Accepted::TooOld,
+            "half a cycle back"
+        );
         // An in-window packet clears the candidate.
         ext(ing.accept(now, 1001, 960));
         assert_eq!(ing.accept(now, 1001 + 5000, 0), Accepted::SeqJump);

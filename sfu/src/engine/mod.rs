@@ -28,9 +28,8 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //!
-//! use bytes::Bytes;
 //! use veza_proto::{Grants, ParticipantId, RoomId, TrackId};
-//! use veza_sfu::engine::{Config, Engine, Event, Output, RtpIn};
+//! use veza_sfu::engine::{Config, Engine, Event, Output, Payload, RtpIn};
 //!
 //! let mut engine = Engine::new(Config::default());
 //! let start = Instant::now();
@@ -47,7 +46,7 @@
 //!     if engine.poll_timeout().is_some_and(|at| at <= now) {
 //!         engine.handle_timeout(now);
 //!     }
-//!     let payload = Bytes::from_static(b"opus frame");
+//!     let payload = Payload::from(&b"opus frame"[..]);
 //!     let packet = RtpIn {
 //!         seq: i,
 //!         timestamp: u32::from(i) * 960,
@@ -82,6 +81,36 @@
 //! Outputs are queued in order; control calls ([`Engine::remove_participant`],
 //! [`Engine::set_muted`], closing a slot) also withdraw queued forwards they make obsolete,
 //! but a driver that drains after every input never has any queued.
+//!
+//! # Rules
+//!
+//! * **Input.** Sequence numbers are extended to 64 bits (closest to the highest seen).
+//!   Packets more than `Config::nack_cache_packets` behind the highest are dropped as too old;
+//!   a jump of more than 3000 ahead (or a far-behind packet) is dropped, and if the next packet
+//!   follows it, the publisher restarted: the new numbering is spliced right after the old
+//!   one (timestamp advanced by the wall time in between), so subscribers see no jump.
+//!   Duplicates (same extended number still in the cache) are dropped. Everything dropped is
+//!   counted in [`Stats::dropped`].
+//! * **Rewrite.** Per slot, `out seq = in ext seq + offset` and `out ts = in ts + offset`
+//!   (mod 2^16, 2^32): out-of-order packets and DTX gaps keep their spacing. When a slot
+//!   starts or switches source, the next packet gets `last out seq + 1` and
+//!   `last out ts + max(960, 48 × ms since the last packet sent on the slot)` and the marker
+//!   bit; packets of the new source older than that first one are not forwarded on the slot.
+//! * **NACK.** Output numbers are mapped back through the slot's last four source segments
+//!   to the track's packet cache and resent unchanged. Each packet goes at most
+//!   `Config::max_resends` (2) times per slot, not twice within `Config::resend_interval`
+//!   (20 ms), and a per-slot token bucket (`resend_rate` 50/s, `resend_burst` 50) caps the
+//!   total, so no NACK pattern can amplify.
+//! * **Active speakers.** A per-publisher moving average of RFC 6464 levels (300 ms time
+//!   constant, silence after 100 ms without packets); a publisher speaks at or below 60
+//!   -dBov. Every 500 ms a room ranks its unmuted publishers and reports the loudest
+//!   `Config::active_speakers` (3) that speak as [`Event::ActiveSpeakers`], only when that
+//!   ordered list changed, so never more often than every 500 ms. At the same ticks
+//!   active-speaker slots are reassigned: a top speaker without a slot takes an empty one or
+//!   replaces the quietest occupant that is not a top speaker; occupants otherwise stay; empty
+//!   slots are filled with the best-ranked remaining publishers even if silent (a publisher
+//!   without audio levels is still heard). Between ticks slots are only filled, never
+//!   switched.
 
 mod cache;
 mod config;
@@ -103,8 +132,8 @@ pub use config::Config;
 pub use error::{EngineError, Permission};
 pub use stats::{Dropped, Stats};
 pub use types::{
-    AudioLevel, Event, Output, RtpIn, RtpOut, SlotId, SlotInfo, SlotKind, SlotSource, Ssrc,
-    SubscribeMode,
+    AudioLevel, Event, Output, Payload, RtpIn, RtpOut, SlotId, SlotInfo, SlotKind, SlotSource,
+    Ssrc, SubscribeMode,
 };
 
 use cache::{Cached, PacketCache};
@@ -271,10 +300,8 @@ impl Engine {
             participant,
         });
         if empty {
-            if let Some(room) = self.rooms.remove(&room_id) {
-                if let Some(at) = room.next_tick {
-                    self.timers.remove(&(at, room_id));
-                }
+            if let Some(at) = self.rooms.remove(&room_id).and_then(|r| r.next_tick) {
+                self.timers.remove(&(at, room_id));
             }
         } else {
             self.assign_speaker_slots(now, room_id, None, false);
@@ -417,7 +444,13 @@ impl Engine {
     /// One RTP packet from publisher `from` on `track`. Forwards it to every slot routed to
     /// the track, or drops and counts it (unknown sender or track, muted, empty, duplicate,
     /// too old, unconfirmed sequence jump).
-    pub fn handle_rtp(&mut self, now: Instant, from: ParticipantId, track_id: TrackId, packet: RtpIn) {
+    pub fn handle_rtp(
+        &mut self,
+        now: Instant,
+        from: ParticipantId,
+        track_id: TrackId,
+        packet: RtpIn,
+    ) {
         let len = packet.payload.len() as u64;
         self.stats.packets_in += 1;
         self.stats.bytes_in += len;
@@ -515,11 +548,24 @@ impl Engine {
     /// A NACK from `subscriber` for its stream `ssrc`, naming output sequence numbers. Each
     /// one still cached and within the resend limits is resent with the same sequence number
     /// and timestamp; the rest are counted and ignored.
-    pub fn handle_nack(&mut self, now: Instant, subscriber: ParticipantId, ssrc: Ssrc, seqs: &[u16]) {
+    pub fn handle_nack(
+        &mut self,
+        now: Instant,
+        subscriber: ParticipantId,
+        ssrc: Ssrc,
+        seqs: &[u16],
+    ) {
         self.stats.nacks_received += 1;
         self.stats.nack_seqs += seqs.len() as u64;
         let slot_id = match self.ssrcs.get(&ssrc) {
-            Some(&id) if self.slots.get(&id).is_some_and(|s| s.subscriber == subscriber) => id,
+            Some(&id)
+                if self
+                    .slots
+                    .get(&id)
+                    .is_some_and(|s| s.subscriber == subscriber) =>
+            {
+                id
+            }
             _ => {
                 self.stats.nack_unknown_ssrc += 1;
                 return;
@@ -541,7 +587,9 @@ impl Engine {
                 .and_then(|out_ext| Some((out_ext, slot.rewriter.resolve(out_ext)?)));
             let cached = origin.and_then(|(out_ext, o)| {
                 let track = self.tracks.get(&o.source)?;
-                let c = track.cache.get(o.in_ext_seq, now, self.config.nack_cache_age)?;
+                let c = track
+                    .cache
+                    .get(o.in_ext_seq, now, self.config.nack_cache_age)?;
                 Some((out_ext, o, c))
             });
             let Some((out_ext, origin, c)) = cached else {
@@ -693,7 +741,11 @@ impl Engine {
             ssrc,
             kind,
             source,
-            rewriter: Rewriter::new(initial as u16, (initial >> 32) as u32, source.map(|s| s.track)),
+            rewriter: Rewriter::new(
+                initial as u16,
+                (initial >> 32) as u32,
+                source.map(|s| s.track),
+            ),
             limiter: None,
         };
         let info = slot.info(id);
@@ -812,9 +864,11 @@ impl Engine {
         if room.next_tick.is_some() {
             return;
         }
-        let mut at = now + interval;
+        // `checked_add` only fails for instants centuries ahead; then tick at once.
+        let after = |t: Instant| t.checked_add(interval).unwrap_or(t);
+        let mut at = after(now);
         if let Some(last) = room.last_event_at {
-            at = at.max(last + interval);
+            at = at.max(after(last));
         }
         room.next_tick = Some(at);
         self.timers.insert((at, room_id));
@@ -862,7 +916,11 @@ impl Engine {
             .map(|r| (r.participant, speakers::report_level(r.dbov)))
             .collect();
         let changed = room.last_speakers.len() != speakers.len()
-            || room.last_speakers.iter().zip(&speakers).any(|(a, b)| *a != b.0);
+            || room
+                .last_speakers
+                .iter()
+                .zip(&speakers)
+                .any(|(a, b)| *a != b.0);
         let spaced = room
             .last_event_at
             .is_none_or(|t| now.saturating_duration_since(t) >= interval);
@@ -943,10 +1001,13 @@ impl Engine {
                     continue;
                 }
                 let source = new.and_then(|p| {
-                    ranking.iter().find(|r| r.participant == p).map(|r| SlotSource {
-                        participant: p,
-                        track: r.track,
-                    })
+                    ranking
+                        .iter()
+                        .find(|r| r.participant == p)
+                        .map(|r| SlotSource {
+                            participant: p,
+                            track: r.track,
+                        })
                 });
                 self.set_slot_source(*id, source);
             }

@@ -89,10 +89,22 @@ mod tests {
         let t0 = Instant::now();
         let mut lim = ResendLimiter::new(t0, &config);
         assert_eq!(lim.check(t0, 7, &config), Verdict::Allow);
-        assert_eq!(lim.check(t0 + Duration::from_millis(19), 7, &config), Verdict::Limited);
-        assert_eq!(lim.check(t0 + Duration::from_millis(20), 7, &config), Verdict::Allow);
-        assert_eq!(lim.check(t0 + Duration::from_millis(100), 7, &config), Verdict::Limited);
-        assert_eq!(lim.check(t0 + Duration::from_millis(100), 8, &config), Verdict::Allow);
+        assert_eq!(
+            lim.check(t0 + Duration::from_millis(19), 7, &config),
+            Verdict::Limited
+        );
+        assert_eq!(
+            lim.check(t0 + Duration::from_millis(20), 7, &config),
+            Verdict::Allow
+        );
+        assert_eq!(
+            lim.check(t0 + Duration::from_millis(100), 7, &config),
+            Verdict::Limited
+        );
+        assert_eq!(
+            lim.check(t0 + Duration::from_millis(100), 8, &config),
+            Verdict::Allow
+        );
     }
 
     #[test]
@@ -109,7 +121,10 @@ mod tests {
         let allowed = (20_000..30_000u64)
             .filter(|&s| lim.check(later, s, &config) == Verdict::Allow)
             .count();
-        assert_eq!(allowed, config.resend_rate.min(config.resend_burst) as usize);
+        assert_eq!(
+            allowed,
+            config.resend_rate.min(config.resend_burst) as usize
+        );
     }
 
     #[test]

@@ -202,7 +202,7 @@ impl Rewriter {
             if out_ext >= seg.out_start && out_ext < end {
                 return Some(Origin {
                     source: seg.source,
-                    in_ext_seq: seg.base_in + (out_ext - seg.out_start),
+                    in_ext_seq: seg.base_in.wrapping_add(out_ext - seg.out_start),
                     ts_offset: seg.ts_offset,
                     first: out_ext == seg.out_start,
                 });
@@ -239,7 +239,9 @@ mod tests {
         let mut rw = Rewriter::new(1000, 77, Some(a));
         let r = rw.rewrite(now, a, 70_000, 5_000).expect("forwarded");
         assert_eq!((r.ext_seq, r.timestamp, r.first), (1000, 77, true));
-        let r = rw.rewrite(now + 20 * MS, a, 70_001, 5_960).expect("forwarded");
+        let r = rw
+            .rewrite(now + 20 * MS, a, 70_001, 5_960)
+            .expect("forwarded");
         assert_eq!((r.ext_seq, r.timestamp, r.first), (1001, 77 + 960, false));
     }
 
@@ -320,9 +322,18 @@ mod tests {
         // Packets of a from before the switch back are refused.
         assert!(rw.rewrite(t0 + 1506 * MS, a, 79, 0).is_none());
         // NACKs resolve through every remembered segment.
-        assert_eq!(rw.resolve(last.ext_seq).map(|o| (o.source, o.in_ext_seq)), Some((a, 1)));
-        assert_eq!(rw.resolve(r.ext_seq).map(|o| (o.source, o.in_ext_seq)), Some((b, 9_000)));
-        assert_eq!(rw.resolve(r2.ext_seq).map(|o| (o.source, o.in_ext_seq)), Some((a, 80)));
+        assert_eq!(
+            rw.resolve(last.ext_seq).map(|o| (o.source, o.in_ext_seq)),
+            Some((a, 1))
+        );
+        assert_eq!(
+            rw.resolve(r.ext_seq).map(|o| (o.source, o.in_ext_seq)),
+            Some((b, 9_000))
+        );
+        assert_eq!(
+            rw.resolve(r2.ext_seq).map(|o| (o.source, o.in_ext_seq)),
+            Some((a, 80))
+        );
         assert!(rw.resolve(r2.ext_seq + 1).is_none());
     }
 

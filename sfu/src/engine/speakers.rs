@@ -96,7 +96,10 @@ impl LevelMeter {
         let Some(last) = self.last_packet else {
             return;
         };
-        let Some(from) = self.decayed_to.or_else(|| last.checked_add(p.silence_after)) else {
+        let Some(from) = self
+            .decayed_to
+            .or_else(|| last.checked_add(p.silence_after))
+        else {
             return;
         };
         let Some(gap) = now.checked_duration_since(from) else {
@@ -249,7 +252,12 @@ mod tests {
 
     #[test]
     fn sort_is_loudest_first_then_by_id() {
-        let mut r = vec![ranked(3, 40.0), ranked(1, 127.0), ranked(2, 40.0), ranked(0, 127.0)];
+        let mut r = vec![
+            ranked(3, 40.0),
+            ranked(1, 127.0),
+            ranked(2, 40.0),
+            ranked(0, 127.0),
+        ];
         sort(&mut r);
         let order: Vec<_> = r.iter().map(|r| r.participant).collect();
         assert_eq!(order, vec![pid(2), pid(3), pid(0), pid(1)]);

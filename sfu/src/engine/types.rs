@@ -4,7 +4,6 @@
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use bytes::Bytes;
 use veza_proto::{ParticipantId, RoomId, TrackId};
 
 /// An RTP synchronization source identifier. The engine allocates one per down-track slot:
@@ -55,6 +54,10 @@ impl AudioLevel {
     }
 }
 
+/// An RTP payload, shared by reference count: str0m hands it in as `Arc<[u8]>` and takes it
+/// back as one, so forwarding never copies it.
+pub type Payload = std::sync::Arc<[u8]>;
+
 /// One RTP packet from a publisher, already SRTP-decrypted and parsed by the transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtpIn {
@@ -67,7 +70,7 @@ pub struct RtpIn {
     /// The payload type as the publisher negotiated it.
     pub payload_type: u8,
     /// The Opus (or RED) payload. Shared with every subscriber, never copied.
-    pub payload: Bytes,
+    pub payload: Payload,
     /// The RFC 6464 audio level header extension, if the publisher sent one.
     pub audio_level: Option<AudioLevel>,
 }
@@ -89,8 +92,8 @@ pub struct RtpOut {
     pub marker: bool,
     /// The publisher's payload type, unchanged: the transport maps it to the subscriber's.
     pub payload_type: u8,
-    /// The publisher's payload: the same `Bytes` (a reference-count clone).
-    pub payload: Bytes,
+    /// The publisher's payload: the same buffer (a reference-count clone).
+    pub payload: Payload,
     /// The publisher's audio level, unchanged.
     pub audio_level: Option<AudioLevel>,
 }

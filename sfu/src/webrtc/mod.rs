@@ -13,8 +13,8 @@
 
 mod stun;
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +23,8 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RawPacket, SeqNo};
 use str0m::rtp::rtcp::Rtcp;
+use str0m::rtp::{ExtensionValues, RawPacket, SeqNo};
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output as RtcOutput, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -184,7 +184,13 @@ impl MediaServer {
             .map(|ip| SocketAddr::new(ip, local_addr.port()))
             .collect();
         let (commands, rx) = mpsc::unbounded_channel();
-        let shard = Shard::new(socket, rx, engine, candidates.clone(), config.reconnect_grace);
+        let shard = Shard::new(
+            socket,
+            rx,
+            engine,
+            candidates.clone(),
+            config.reconnect_grace,
+        );
         tokio::spawn(shard.run());
         tracing::info!(addr = %local_addr, candidates = ?candidates, "WebRTC media listening");
         Ok(Self {
@@ -253,7 +259,11 @@ impl MediaServer {
     }
 
     /// Starts or stops forwarding the participant's microphone.
-    pub async fn publish(&self, participant: ParticipantId, publish: bool) -> Result<(), MediaError> {
+    pub async fn publish(
+        &self,
+        participant: ParticipantId,
+        publish: bool,
+    ) -> Result<(), MediaError> {
         self.ask(|reply| Command::Publish {
             participant,
             publish,
@@ -290,6 +300,24 @@ impl MediaServer {
     pub fn leave(&self, participant: ParticipantId) {
         self.tell(Command::Leave { participant });
     }
+}
+
+/// How every peer is set up: ICE-lite, RTP mode (the engine rewrites and answers NACKs), Opus
+/// only, with RED where the client offers it, and NACK feedback for Opus — browsers NACK audio
+/// only when it is negotiated, and send no RTX for it, so the engine's cache answers.
+fn peer_config() -> str0m::RtcConfig {
+    let mut config = Rtc::builder()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .enable_raw_packets(true)
+        .clear_codecs()
+        .enable_opus(true, true);
+    for params in config.codec_config().iter_mut() {
+        if params.spec().codec == str0m::format::Codec::Opus {
+            params.set_fb_nack(true);
+        }
+    }
+    config
 }
 
 /// The address of the interface of the default route, found without sending anything.
@@ -389,7 +417,10 @@ impl Shard {
         let engine = self.engine.poll_timeout();
         let peers = self.timers.peek().map(|Reverse((at, _))| *at);
         let far = Instant::now() + Duration::from_secs(1);
-        [engine, peers].into_iter().flatten().fold(far, Instant::min)
+        [engine, peers]
+            .into_iter()
+            .flatten()
+            .fold(far, Instant::min)
     }
 
     fn handle_timers(&mut self, now: Instant) {
@@ -535,13 +566,7 @@ impl Shard {
         if self.peers.contains_key(&request.participant) {
             return Err(MediaError::AlreadyJoined);
         }
-        let mut rtc = Rtc::builder()
-            .set_ice_lite(true)
-            .set_rtp_mode(true)
-            .enable_raw_packets(true)
-            .clear_codecs()
-            .enable_opus(true, true)
-            .build(now);
+        let mut rtc = peer_config().build(now);
         for addr in self.candidates.iter() {
             if let Ok(candidate) = Candidate::host(*addr, "udp") {
                 rtc.add_local_candidate(candidate);
@@ -598,7 +623,12 @@ impl Shard {
         Ok(())
     }
 
-    fn publish(&mut self, now: Instant, participant: ParticipantId, publish: bool) -> Result<(), MediaError> {
+    fn publish(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        publish: bool,
+    ) -> Result<(), MediaError> {
         let peer = self
             .peers
             .get_mut(&participant)
@@ -723,7 +753,9 @@ impl Shard {
                 self.timers.push(Reverse((now + self.grace, participant)));
                 let _ = peer.events.send(ServerEvent::Disconnected);
             }
-            RtcEvent::IceConnectionStateChange(IceConnectionState::Connected | IceConnectionState::Completed) => {
+            RtcEvent::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => {
                 peer.disconnected_at = None;
             }
             RtcEvent::RtpPacket(packet) => {
@@ -739,7 +771,7 @@ impl Shard {
                     timestamp: packet.header.timestamp,
                     marker: packet.header.marker,
                     payload_type: *packet.header.payload_type,
-                    payload: bytes::Bytes::from_owner(packet.payload),
+                    payload: packet.payload,
                     audio_level,
                 };
                 self.engine.handle_rtp(now, participant, track, rtp);
@@ -771,26 +803,18 @@ impl Shard {
                     }
                 }
             }
-            RtcEvent::ChannelOpen(id, label) => {
-                if label == "chat" {
-                    peer.chat = Some(id);
-                }
-            }
-            RtcEvent::ChannelData(data) => {
-                if Some(data.id) == peer.chat && !data.binary {
-                    match String::from_utf8(data.data) {
-                        Ok(text) => {
-                            let _ = peer.events.send(ServerEvent::ChatData(text));
-                        }
-                        Err(_) => tracing::debug!(participant = %participant, "non-UTF-8 chat data dropped"),
+            RtcEvent::ChannelOpen(id, label) if label == "chat" => peer.chat = Some(id),
+            RtcEvent::ChannelData(data) if Some(data.id) == peer.chat && !data.binary => {
+                match String::from_utf8(data.data) {
+                    Ok(text) => {
+                        let _ = peer.events.send(ServerEvent::ChatData(text));
+                    }
+                    Err(_) => {
+                        tracing::debug!(participant = %participant, "non-UTF-8 chat data dropped")
                     }
                 }
             }
-            RtcEvent::ChannelClose(id) => {
-                if peer.chat == Some(id) {
-                    peer.chat = None;
-                }
-            }
+            RtcEvent::ChannelClose(id) if peer.chat == Some(id) => peer.chat = None,
             _ => {}
         }
     }
@@ -798,7 +822,9 @@ impl Shard {
     /// Acts on one engine output; true if a packet was written to a peer.
     fn handle_engine_output(&mut self, now: Instant, output: EngineOutput) -> bool {
         match output {
-            EngineOutput::Forward { to, slot, packet, .. } => {
+            EngineOutput::Forward {
+                to, slot, packet, ..
+            } => {
                 let Some(peer) = self.peers.get_mut(&to) else {
                     return false;
                 };
@@ -822,7 +848,7 @@ impl Shard {
                         SeqNo::from(packet.ext_seq),
                         packet.timestamp,
                         now,
-                        packet.payload.to_vec(),
+                        packet.payload,
                     )
                     .marker(packet.marker)
                     .ext_vals(ext),
@@ -851,7 +877,9 @@ impl Shard {
                     }
                 }
             }
-            EngineEvent::SlotClosed { subscriber, slot, .. } => {
+            EngineEvent::SlotClosed {
+                subscriber, slot, ..
+            } => {
                 if let Some(peer) = self.peers.get_mut(subscriber) {
                     peer.unplaced.retain(|s| s != slot);
                     if let Some(mid) = peer.slot_mids.remove(slot) {
@@ -903,7 +931,8 @@ impl Peer {
         let mut api = self.rtc.sdp_api();
         if first {
             if self.grants.can_publish {
-                self.publish_mid = Some(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
+                self.publish_mid =
+                    Some(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
             }
             api.add_channel("chat".to_owned());
         }

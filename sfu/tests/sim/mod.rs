@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use veza_proto::{Grants, ParticipantId, RoomId, TrackId};
+use veza_sfu::engine::Payload;
 use veza_sfu::engine::{
     AudioLevel, Config, Engine, EngineError, Event, Output, RtpIn, RtpOut, SlotId, Ssrc,
     SubscribeMode,
@@ -101,14 +101,14 @@ pub struct Tag {
 }
 
 impl Tag {
-    fn encode(self) -> Bytes {
+    fn encode(self) -> Payload {
         let mut b = Vec::with_capacity(60);
         b.extend_from_slice(&self.talker.to_be_bytes());
         b.extend_from_slice(&self.frame.to_be_bytes());
         b.extend_from_slice(&self.seq.to_be_bytes());
         b.extend_from_slice(&self.ts.to_be_bytes());
         b.resize(60, 0xAB);
-        Bytes::from(b)
+        Payload::from(b)
     }
 
     /// Reads a tag back from a payload.
@@ -149,7 +149,13 @@ pub struct Talker {
 
 impl Talker {
     /// A talker starting at `start` with the given first sequence number and timestamp.
-    pub fn new(id: u32, start: Instant, seq0: u16, ts0: u32, spurts: Vec<(Duration, Duration)>) -> Self {
+    pub fn new(
+        id: u32,
+        start: Instant,
+        seq0: u16,
+        ts0: u32,
+        spurts: Vec<(Duration, Duration)>,
+    ) -> Self {
         Talker {
             id,
             start,
@@ -167,7 +173,13 @@ impl Talker {
 
     /// Talks for the whole of `0..until`.
     pub fn continuous(id: u32, start: Instant, until: Duration) -> Self {
-        Talker::new(id, start, (id * 1000) as u16, id.wrapping_mul(7_777_777), vec![(Duration::ZERO, until)])
+        Talker::new(
+            id,
+            start,
+            (id * 1000) as u16,
+            id.wrapping_mul(7_777_777),
+            vec![(Duration::ZERO, until)],
+        )
     }
 
     /// When the next frame is due.
@@ -304,7 +316,11 @@ impl<T: Clone> Link<T> {
             self.lost += 1;
             return;
         }
-        let copies = if self.rng.chance(self.config.duplicate) { 2 } else { 1 };
+        let copies = if self.rng.chance(self.config.duplicate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let at = now + self.delay();
             self.counter += 1;
@@ -596,7 +612,10 @@ impl World {
     }
 
     fn next_seed(&mut self) -> u64 {
-        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.seed
     }
 
@@ -613,7 +632,8 @@ impl World {
         g: Grants,
         mode: SubscribeMode,
     ) -> Result<(), EngineError> {
-        self.engine.add_participant_with(self.now, room, p, g, mode)?;
+        self.engine
+            .add_participant_with(self.now, room, p, g, mode)?;
         if g.can_subscribe {
             let (a, b) = (self.next_seed(), self.next_seed());
             self.subscribers.insert(
@@ -630,7 +650,12 @@ impl World {
     }
 
     /// Publishes `track` for `p`, fed by `talker`.
-    pub fn publish(&mut self, p: ParticipantId, track: TrackId, talker: Talker) -> Result<(), EngineError> {
+    pub fn publish(
+        &mut self,
+        p: ParticipantId,
+        track: TrackId,
+        talker: Talker,
+    ) -> Result<(), EngineError> {
         self.engine.publish_track(self.now, p, track)?;
         let seed = self.next_seed();
         self.publishers.push(Publisher {
@@ -660,7 +685,12 @@ impl World {
 
     /// A talker, by participant.
     pub fn talker(&self, p: ParticipantId) -> &Talker {
-        &self.publishers.iter().find(|x| x.participant == p).expect("a publisher").talker
+        &self
+            .publishers
+            .iter()
+            .find(|x| x.participant == p)
+            .expect("a publisher")
+            .talker
     }
 
     /// Drains the engine: forwards onto downlinks, events into the log.
@@ -768,7 +798,9 @@ impl World {
 
     /// Forwards the engine sent to `to`, originals only.
     pub fn originals_to(&self, to: ParticipantId) -> impl Iterator<Item = &Sent> {
-        self.sent.iter().filter(move |s| s.to == to && !s.retransmission)
+        self.sent
+            .iter()
+            .filter(move |s| s.to == to && !s.retransmission)
     }
 
     /// Events of one kind, with times.
