@@ -66,7 +66,13 @@ struct Member {
     outbox: Option<mpsc::UnboundedSender<ServerMessage>>,
     /// Bumped on every (re)connection, so a stale disconnect timer does nothing.
     generation: u64,
+    /// The room was told this member left (while it may still resume).
+    announced_left: bool,
 }
+
+/// How long after its WebSocket drops the room is told a participant left. It can still resume
+/// until the grace period ends, and the room is then told it joined again.
+const LEAVE_NOTICE: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Signaling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,7 +266,7 @@ where
             return;
         }
     };
-    let generation = {
+    let (generation, back_after_notice) = {
         let mut rooms = signaling.rooms();
         let members = &mut rooms.entry(room).or_default().members;
         let member = members.entry(participant).or_insert_with(|| Member {
@@ -274,17 +280,21 @@ where
             },
             outbox: None,
             generation: 0,
+            announced_left: false,
         });
         member.outbox = Some(outbox_tx);
         member.generation += 1;
-        member.generation
+        let back = std::mem::take(&mut member.announced_left);
+        (member.generation, back)
     };
     let participants: Vec<ParticipantInfo> = signaling
         .rooms()
         .get(&room)
         .map(|r| r.members.values().map(|m| m.info.clone()).collect())
         .unwrap_or_default();
-    if !resumed && let Some(me) = signaling.member_info(room, participant) {
+    if (!resumed || back_after_notice)
+        && let Some(me) = signaling.member_info(room, participant)
+    {
         signaling.broadcast_except(
             room,
             participant,
@@ -374,23 +384,59 @@ where
     }
     let signaling = signaling.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(signaling.inner.grace).await;
-        let expired = signaling
-            .rooms()
-            .get(&room)
-            .and_then(|r| r.members.get(&participant))
-            .is_some_and(|m| m.generation == generation && m.outbox.is_none());
-        if expired {
+        let grace = signaling.inner.grace;
+        let notice = LEAVE_NOTICE.min(grace);
+        tokio::time::sleep(notice).await;
+        if !signaling.announce_left_if_gone(room, participant, generation) {
+            return;
+        }
+        tokio::time::sleep(grace - notice).await;
+        if signaling.still_gone(room, participant, generation) {
             signaling.inner.media.leave(participant);
             signaling.forget(room, participant);
-            signaling.broadcast(
+        }
+    });
+}
+
+impl Signaling {
+    /// True while the member has not come back since session `generation` ended.
+    fn still_gone(&self, room: RoomId, participant: ParticipantId, generation: u64) -> bool {
+        self.rooms()
+            .get(&room)
+            .and_then(|r| r.members.get(&participant))
+            .is_some_and(|m| m.generation == generation && m.outbox.is_none())
+    }
+
+    /// Tells the room the member left, if it is still gone; returns whether it was.
+    fn announce_left_if_gone(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        generation: u64,
+    ) -> bool {
+        let gone = {
+            let mut rooms = self.rooms();
+            match rooms
+                .get_mut(&room)
+                .and_then(|r| r.members.get_mut(&participant))
+            {
+                Some(m) if m.generation == generation && m.outbox.is_none() => {
+                    m.announced_left = true;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if gone {
+            self.broadcast(
                 room,
                 &ServerMessage::ParticipantLeft {
                     participant_id: participant,
                 },
             );
         }
-    });
+        gone
+    }
 }
 
 impl Signaling {
