@@ -10,6 +10,8 @@
 //! media stays up, and a new session with the same participant (the same media token) resumes it
 //! with an ICE restart.
 
+mod ingest;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -154,10 +156,11 @@ impl Signaling {
     }
 }
 
-/// `GET /rtc?token=…`.
+/// `GET /rtc?token=…`, and WHIP/WHEP at `/whip/{room}` and `/whep/{room}`.
 pub fn router(signaling: Signaling) -> Router {
     Router::new()
         .route("/rtc", get(upgrade))
+        .merge(ingest::router())
         .with_state(signaling)
 }
 

@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
@@ -31,7 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 use veza_proto::{Grants, ParticipantId, RoomId, TrackId};
 
 use crate::engine::{
-    AudioLevel, Engine, Event as EngineEvent, Output as EngineOutput, RtpIn, SlotId,
+    AudioLevel, Engine, Event as EngineEvent, MAX_SPEAKER_SLOTS, Output as EngineOutput, RtpIn,
+    SlotId, SubscribeMode,
 };
 
 pub use stun::{is_stun, local_ufrag};
@@ -149,6 +150,21 @@ enum Command {
     Leave {
         participant: ParticipantId,
     },
+    Ingest {
+        request: JoinRequest,
+        kind: IngestKind,
+        offer: String,
+        reply: oneshot::Sender<Result<String, MediaError>>,
+    },
+}
+
+/// What a client that offers first (WHIP, WHEP) wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestKind {
+    /// Publish audio into the room (RFC 9725).
+    Whip,
+    /// Play the room's loudest speakers, one per offered audio section.
+    Whep,
 }
 
 /// A handle to the media shard. Cheap to clone.
@@ -296,10 +312,74 @@ impl MediaServer {
         .await
     }
 
+    /// Answers a WHIP or WHEP offer for a new participant.
+    pub async fn ingest(
+        &self,
+        request: JoinRequest,
+        kind: IngestKind,
+        offer: String,
+    ) -> Result<String, MediaError> {
+        self.ask(|reply| Command::Ingest {
+            request,
+            kind,
+            offer,
+            reply,
+        })
+        .await
+    }
+
     /// Removes the participant from the media path at once.
     pub fn leave(&self, participant: ParticipantId) {
         self.tell(Command::Leave { participant });
     }
+}
+
+/// str0m rejects a section it cannot use (video, here) with port 0 and no formats, which
+/// browsers refuse to parse; RFC 8866 wants at least one format, so the offer's are copied in.
+fn with_rejected_formats(answer: &str, offer: &str) -> String {
+    let mut offered = offer.lines().filter(|l| l.starts_with("m="));
+    let mut out = String::with_capacity(answer.len() + 32);
+    for line in answer.split_inclusive('\n') {
+        let fields: Vec<&str> = line.trim_end().split(' ').collect();
+        if !line.starts_with("m=") {
+            out.push_str(line);
+            continue;
+        }
+        let offered_line = offered.next();
+        if fields.len() <= 3 && fields.get(1) == Some(&"0") {
+            let formats: Vec<&str> = offered_line
+                .map(|l| l.trim_end().split(' ').skip(3).collect())
+                .unwrap_or_default();
+            let formats = if formats.is_empty() {
+                vec!["0"]
+            } else {
+                formats
+            };
+            out.push_str(&format!(
+                "{} 0 {} {}\r\n",
+                fields[0],
+                fields.get(2).unwrap_or(&"UDP/TLS/RTP/SAVPF"),
+                formats.join(" ")
+            ));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// The `a=mid` of each audio section of an SDP, in order.
+fn audio_mids(sdp: &str) -> Vec<Mid> {
+    sdp.split("\nm=")
+        .skip(1)
+        .filter(|section| section.starts_with("audio"))
+        .filter_map(|section| {
+            section
+                .lines()
+                .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
+                .map(Mid::from)
+        })
+        .collect()
 }
 
 /// How every peer is set up: ICE-lite, RTP mode (the engine rewrites and answers NACKs), Opus
@@ -554,6 +634,14 @@ impl Shard {
                 let _ = reply.send(self.restart(participant, events));
             }
             Command::Leave { participant } => self.remove(now, participant),
+            Command::Ingest {
+                request,
+                kind,
+                offer,
+                reply,
+            } => {
+                let _ = reply.send(self.ingest(now, request, kind, &offer));
+            }
         }
     }
 
@@ -566,6 +654,22 @@ impl Shard {
         if self.peers.contains_key(&request.participant) {
             return Err(MediaError::AlreadyJoined);
         }
+        self.engine
+            .add_participant(now, request.room, request.participant, request.grants)
+            .map_err(|_| MediaError::AlreadyJoined)?;
+        let mut peer = self.new_peer(now, &request, events);
+        let offer = peer.offer(true).ok_or(MediaError::NoPendingOffer)?;
+        self.insert_peer(peer);
+        Ok(offer)
+    }
+
+    /// A peer for `request`, with the shard's host candidates.
+    fn new_peer(
+        &self,
+        now: Instant,
+        request: &JoinRequest,
+        events: mpsc::UnboundedSender<ServerEvent>,
+    ) -> Peer {
         let mut rtc = peer_config().build(now);
         for addr in self.candidates.iter() {
             if let Ok(candidate) = Candidate::host(*addr, "udp") {
@@ -573,15 +677,11 @@ impl Shard {
             }
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
-        let participant = request.participant;
-        self.engine
-            .add_participant(now, request.room, participant, request.grants)
-            .map_err(|_| MediaError::AlreadyJoined)?;
-        let mut peer = Peer {
-            participant,
+        Peer {
+            participant: request.participant,
             grants: request.grants,
             rtc,
-            ufrag: ufrag.clone(),
+            ufrag,
             events,
             pending: None,
             renegotiate: false,
@@ -594,12 +694,75 @@ impl Shard {
             chat: None,
             disconnected_at: None,
             timeout: now,
-        };
-        let offer = peer.offer(true).ok_or(MediaError::NoPendingOffer)?;
-        self.by_ufrag.insert(ufrag, participant);
-        self.peers.insert(participant, peer);
-        self.dirty.insert(participant);
-        Ok(offer)
+        }
+    }
+
+    fn insert_peer(&mut self, peer: Peer) {
+        self.by_ufrag.insert(peer.ufrag.clone(), peer.participant);
+        self.dirty.insert(peer.participant);
+        self.peers.insert(peer.participant, peer);
+    }
+
+    /// WHIP and WHEP: the client offers, the server answers. A WHIP peer publishes whatever
+    /// audio it sends; a WHEP peer gets one active-speaker slot per audio section it offered.
+    fn ingest(
+        &mut self,
+        now: Instant,
+        request: JoinRequest,
+        kind: IngestKind,
+        offer: &str,
+    ) -> Result<String, MediaError> {
+        if self.peers.contains_key(&request.participant) {
+            return Err(MediaError::AlreadyJoined);
+        }
+        let invalid = |e: &dyn std::fmt::Display| MediaError::InvalidSdp(e.to_string());
+        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| invalid(&e))?;
+        let audio_mids = audio_mids(offer);
+        if audio_mids.is_empty() {
+            return Err(MediaError::InvalidSdp(
+                "the offer has no audio section".into(),
+            ));
+        }
+        // Nobody listens to a WHIP peer's events, and a WHEP viewer has no session either.
+        let (events, _) = mpsc::unbounded_channel();
+        let mut peer = self.new_peer(now, &request, events);
+        let answer = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(sdp)
+            .map_err(|e| invalid(&e))?;
+        let participant = request.participant;
+        match kind {
+            IngestKind::Whip => {
+                self.engine
+                    .add_participant(now, request.room, participant, request.grants)
+                    .map_err(|_| MediaError::AlreadyJoined)?;
+                let track = TrackId::new();
+                if self.engine.publish_track(now, participant, track).is_err() {
+                    let _ = self.engine.remove_participant(now, participant);
+                    return Err(MediaError::NotAllowed("this token cannot publish"));
+                }
+                peer.track = Some(track);
+            }
+            IngestKind::Whep => {
+                let slots = audio_mids.len().min(usize::from(MAX_SPEAKER_SLOTS));
+                // The engine opens the slots at once; the flush after this command places them
+                // on these sections, in offer order, before any packet is forwarded to them.
+                peer.free_mids = audio_mids.into_iter().take(slots).rev().collect();
+                let slots = u8::try_from(slots).unwrap_or(MAX_SPEAKER_SLOTS);
+                self.engine
+                    .add_participant_with(
+                        now,
+                        request.room,
+                        participant,
+                        request.grants,
+                        SubscribeMode::ActiveSpeakers { slots },
+                    )
+                    .map_err(|_| MediaError::NotAllowed("this token cannot subscribe"))?;
+            }
+        }
+        self.insert_peer(peer);
+        Ok(with_rejected_formats(&answer.to_sdp_string(), offer))
     }
 
     fn answer(&mut self, participant: ParticipantId, sdp: &str) -> Result<(), MediaError> {
@@ -950,5 +1113,34 @@ impl Peer {
         let (offer, pending) = api.apply()?;
         self.pending = Some(pending);
         Some(offer.to_sdp_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a2\r\n";
+
+    #[test]
+    fn audio_sections_are_found_in_order() {
+        let mids: Vec<String> = audio_mids(OFFER).iter().map(|m| m.to_string()).collect();
+        assert_eq!(mids, ["0", "a2"]);
+        assert!(audio_mids("v=0\r\n").is_empty());
+    }
+
+    #[test]
+    fn rejected_sections_get_the_offered_formats() {
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 0 UDP/TLS/RTP/SAVPF \r\na=mid:1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        let fixed = with_rejected_formats(answer, OFFER);
+        assert!(
+            fixed.contains("m=video 0 UDP/TLS/RTP/SAVPF 96 97\r\n"),
+            "{fixed}"
+        );
+        assert!(
+            fixed.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0"),
+            "{fixed}"
+        );
+        assert_eq!(fixed.lines().count(), answer.lines().count());
     }
 }
