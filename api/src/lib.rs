@@ -20,12 +20,13 @@ mod ops;
 mod password;
 mod rooms;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use veza_cluster::{Quota, RateLimiter};
+use veza_proto::{RoomId, UserId};
 use veza_store::Store;
 use veza_turn::TurnSettings;
 
@@ -105,6 +106,14 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Room chat: the service signaling shares, so both deliver to the same subscribers.
     pub chat: ChatService,
+    /// The media path, told when REST moderation removes someone (set once at start).
+    media: OnceLock<Arc<dyn MediaControl>>,
+}
+
+/// What the API asks of the media path when moderation happens over REST.
+pub trait MediaControl: Send + Sync + std::fmt::Debug + 'static {
+    /// Removes every participant of `user` in `room` from the media path now.
+    fn remove_user(&self, room: RoomId, user: UserId);
 }
 
 impl std::ops::Deref for AppState {
@@ -131,7 +140,20 @@ impl AppState {
                 limiter,
                 metrics: Metrics::new(),
                 chat,
+                media: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Connects the media path (once; later calls are ignored).
+    pub fn set_media_control(&self, media: Arc<dyn MediaControl>) {
+        let _ = self.inner.media.set(media);
+    }
+
+    /// Tells the media path to drop `user` from `room` (a ban).
+    pub(crate) fn remove_from_media(&self, room: RoomId, user: UserId) {
+        if let Some(media) = self.inner.media.get() {
+            media.remove_user(room, user);
         }
     }
 

@@ -585,6 +585,7 @@ pub(crate) async fn ban(
     // Nobody can ban themselves: the owner is protected, a moderator cannot act on a moderator.
     let action = Moderation::check(&state, user.id, &ids).await?;
     state.store.ban(action.room, action.target, user.id).await?;
+    state.remove_from_media(action.room, action.target);
     action
         .audit(&state, user.id, ip, "ban", String::new())
         .await;

@@ -32,7 +32,7 @@ use veza_proto::signal::{
     ClientMessage, MAX_CLIENT_MESSAGE, ModerateAction, PROTOCOL_VERSION, ParticipantInfo,
     ServerMessage, Speaker,
 };
-use veza_proto::{MediaClaims, MessageId, ParticipantId, Role, RoomId};
+use veza_proto::{MediaClaims, MessageId, ParticipantId, Role, RoomId, UserId};
 use veza_sfu::engine::Event as EngineEvent;
 use veza_sfu::webrtc::{JoinRequest, MediaServer, ServerEvent};
 
@@ -142,6 +142,25 @@ impl Signaling {
             .and_then(|r| r.members.get_mut(&participant))
         {
             f(&mut member.info);
+        }
+    }
+
+    /// Removes every participant of `user` in `room` from the media path now (a ban); their
+    /// sessions are told `kicked` and the room `participant_left`.
+    pub fn remove_user(&self, room: RoomId, user: UserId) {
+        let participants: Vec<ParticipantId> = self
+            .rooms()
+            .get(&room)
+            .map(|r| {
+                r.members
+                    .values()
+                    .filter(|m| m.info.user_id == user)
+                    .map(|m| m.info.participant_id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for participant in participants {
+            self.inner.media.leave(participant);
         }
     }
 

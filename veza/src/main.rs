@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// TURN (coturn) helpers for local tests and development.
+    Turn {
+        #[command(subcommand)]
+        command: TurnCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,8 +91,44 @@ enum KeysCommand {
     Rotate,
 }
 
+#[derive(Debug, Subcommand)]
+enum TurnCommand {
+    /// Print a coturn configuration for local tests and development to stdout.
+    ///
+    /// coturn listens on 127.0.0.1 only, without TLS, allows loopback peers and logs verbosely
+    /// to stdout; use it with `turnserver -c FILE`. Never use it in production: render the
+    /// production template instead (see docs/operations.md).
+    LocalConf {
+        /// The UDP and TCP port coturn listens on, on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+        /// The shared TURN REST API secret; give veza the same value in VEZA_TURN_SECRET.
+        #[arg(long)]
+        secret: String,
+        /// The authentication realm.
+        #[arg(long, default_value = "veza.local")]
+        realm: String,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Needs no configuration, no logging and no runtime: print and leave.
+    if let Command::Turn {
+        command:
+            TurnCommand::LocalConf {
+                port,
+                secret,
+                realm,
+            },
+    } = &cli.command
+    {
+        if secret.contains(['\n', '\r']) || realm.contains(['\n', '\r']) {
+            anyhow::bail!("the TURN secret and realm must not contain line breaks");
+        }
+        print!("{}", veza_turn::local_test_conf(*port, secret, realm));
+        return Ok(());
+    }
     let mut config = Config::from_file(cli.config.as_deref())?;
     let unknown_env = config.apply_env(std::env::vars())?;
     if let Some(format) = cli.log_format {
@@ -158,6 +199,7 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
+            Command::Turn { .. } => unreachable!("handled before the configuration is read"),
         }
     })
 }
@@ -243,6 +285,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         nats = config.nats_url.is_some(),
         "veza is serving"
     );
+    state.set_media_control(Arc::new(SignalingControl(signaling.clone())));
     let app = veza_api::router(state)
         .merge(veza_signaling::router(signaling))
         .merge(web::router());
@@ -267,6 +310,16 @@ struct MediaTokens(AppState);
 impl TokenVerifier for MediaTokens {
     fn verify_media(&self, token: &str) -> Result<MediaClaims, String> {
         self.0.keys.verify_media(token).map_err(|e| e.to_string())
+    }
+}
+
+/// REST moderation reaches the media path through signaling.
+#[derive(Debug)]
+struct SignalingControl(Signaling);
+
+impl veza_api::MediaControl for SignalingControl {
+    fn remove_user(&self, room: veza_proto::RoomId, user: veza_proto::UserId) {
+        self.0.remove_user(room, user);
     }
 }
 
