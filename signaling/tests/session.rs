@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use veza_proto::signal::ServerMessage;
 use veza_proto::{Grants, MEDIA_AUDIENCE, MediaClaims, ParticipantId, Role, RoomId, UserId};
 use veza_sfu::engine::{Config, Engine};
-use veza_sfu::webrtc::{MediaConfig, MediaServer};
+use veza_sfu::webrtc::{MediaConfig, MediaMetrics, MediaServer};
 use veza_signaling::{Frame, Signaling, TokenVerifier, run_session};
 
 /// Accepts the token "good" as `claims`, refuses everything else.
@@ -51,7 +51,7 @@ async fn signaling(claims: &MediaClaims) -> Signaling {
         udp_addr: "127.0.0.1:0".parse().expect("addr"),
         ..MediaConfig::default()
     };
-    let media = MediaServer::start(config, Engine::new(Config::default()))
+    let media = MediaServer::start(config, Engine::new(Config::default()), MediaMetrics::new())
         .await
         .expect("media");
     Signaling::new(
@@ -269,4 +269,106 @@ async fn a_closed_socket_keeps_the_participant_for_the_grace_period() {
         third.next().await,
         ServerMessage::Joined { resumed: false, .. }
     ));
+}
+
+/// Sends `POST uri` with `content_type` and `body` and the token "good"; returns status and code.
+async fn post(
+    router: &axum::Router,
+    uri: &str,
+    content_type: &str,
+    body: &str,
+) -> (StatusCode, String) {
+    let response = router
+        .clone()
+        .oneshot(
+            Request::post(uri)
+                .header("authorization", "Bearer good")
+                .header("content-type", content_type)
+                .body(Body::from(body.to_owned()))
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .map(|j| j["error"]["code"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    (status, code)
+}
+
+#[tokio::test]
+async fn whip_and_whep_refuse_bad_requests() {
+    let claims = claims(Role::Listener);
+    let signaling = signaling(&claims).await;
+    let router = veza_signaling::router(signaling.clone());
+    let room = claims.room;
+    let cases = [
+        (
+            format!("/whip/{room}"),
+            "application/sdp",
+            "v=0\r\n",
+            StatusCode::FORBIDDEN,
+            "not_allowed",
+        ),
+        (
+            format!("/whep/{room}"),
+            "application/sdp",
+            "garbage",
+            StatusCode::BAD_REQUEST,
+            "invalid_sdp",
+        ),
+        (
+            format!("/whep/{room}"),
+            "application/sdp",
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
+            StatusCode::BAD_REQUEST,
+            "invalid_sdp",
+        ),
+        (
+            format!("/whep/{room}"),
+            "text/plain",
+            "v=0",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            format!("/whep/{}", RoomId::new()),
+            "application/sdp",
+            "v=0",
+            StatusCode::FORBIDDEN,
+            "wrong_room",
+        ),
+        (
+            "/whep/not-a-room".to_owned(),
+            "application/sdp",
+            "v=0",
+            StatusCode::FORBIDDEN,
+            "wrong_room",
+        ),
+    ];
+    for (uri, content_type, body, status, code) in cases {
+        assert_eq!(
+            post(&router, &uri, content_type, body).await,
+            (status, code.to_owned()),
+            "{uri} {body:?}"
+        );
+    }
+    let oversized = "a".repeat(100 * 1024);
+    let (status, _) = post(
+        &router,
+        &format!("/whep/{room}"),
+        "application/sdp",
+        &oversized,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // After all that, the same media shard still answers a real join.
+    let mut client = Client::start(signaling, claims);
+    assert!(matches!(client.next().await, ServerMessage::Joined { .. }));
 }
