@@ -30,6 +30,21 @@ test("two browsers hear each other's tone and not their own", { timeout: 120_000
       assertHears(heard, [want], { absent: [mine] });
     }
 
+    // Both tones are loud: the audio levels they carry make both speakers "speaking".
+    for (const page of [pageA, pageB]) {
+      await page.waitForFunction(() => document.querySelectorAll("#people li.speaking").length === 2, null, { timeout: 5000 });
+    }
+    // Browsers' RTCP stats are fed by the server's reports: Alice's sender knows its round trip.
+    const rtt = await pageA.evaluate(async () => {
+      let rtt;
+      (await window.veza.call.pc.getStats()).forEach((s) => {
+        if (s.type === "remote-inbound-rtp" && s.kind === "audio") rtt = s.roundTripTime;
+      });
+      return rtt;
+    });
+    console.log("alice's round-trip time from RTCP:", rtt);
+    assert.ok(typeof rtt === "number" && rtt >= 0 && rtt < 1, `roundTripTime ${rtt}`);
+
     // Chat: typed by Alice, shown to Bob, stored in the history.
     await pageA.fill("#chat-form input[name=text]", "hello from alice");
     await pageA.click("#chat-form button");
