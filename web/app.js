@@ -124,11 +124,25 @@ class Call {
     this.connect();
   }
 
+  // The WebSocket carries signaling only; if it drops, the media goes on and a new socket with
+  // the same token resumes the participant (the server restarts ICE) for up to 30 s.
   connect() {
     const ws = new WebSocket(`${this.join.urls.signaling}?token=${encodeURIComponent(this.join.token)}`);
     this.ws = ws;
+    this.dropped ??= null;
+    ws.onopen = () => { this.dropped = null; };
     ws.onmessage = (e) => this.onMessage(JSON.parse(e.data));
-    ws.onclose = () => { if (this.ws === ws && !this.closed) $("#status").textContent = "signaling closed"; };
+    ws.onclose = () => {
+      clearInterval(this.ping);
+      if (this.ws !== ws || this.closed) return;
+      this.dropped ??= Date.now();
+      if (Date.now() - this.dropped < 30_000) {
+        $("#status").textContent = "reconnecting…";
+        setTimeout(() => { if (!this.closed) this.connect(); }, 1000);
+      } else {
+        $("#status").textContent = "disconnected";
+      }
+    };
     this.ping = setInterval(() => this.send({ type: "ping" }), 15000);
   }
 
@@ -137,6 +151,7 @@ class Call {
   async onMessage(msg) {
     switch (msg.type) {
       case "joined":
+        this.people.clear();
         for (const p of msg.participants) this.people.set(p.participant_id, p);
         this.me = msg.participant_id;
         this.renderPeople();

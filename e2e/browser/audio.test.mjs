@@ -53,6 +53,15 @@ test("two browsers hear each other's tone and not their own", { timeout: 120_000
       headers: { authorization: `Bearer ${alice}` },
     }).then((r) => r.json());
     assert.ok(history.messages.some((m) => m.text === "hello from alice" && m.username === "alice"));
+    // Bob's signaling socket drops: his client reconnects with the same token, the server
+    // restarts ICE, and Alice never sees him leave and keeps hearing him.
+    await pageB.evaluate(() => window.veza.call.ws.close());
+    await pageB.waitForFunction(() => window.veza.call.ws.readyState === WebSocket.OPEN && window.veza.call.dropped === null, null, { timeout: 10_000 });
+    const afterReconnect = await listen(pageA, 3000);
+    console.log("alice heard after bob reconnected", afterReconnect);
+    assertHears(afterReconnect, [880], { absent: [440] });
+    assert.equal(await pageA.locator("#people li").count(), 2, "bob never left alice's list");
+
     // Reloading Bob's page shows the history.
     await pageB.reload();
     await pageB.waitForSelector("#messages li:has-text('hello from alice')", { timeout: 10_000 });
