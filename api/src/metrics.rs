@@ -123,6 +123,11 @@ impl Metrics {
         self.users.set(users);
     }
 
+    /// The registry `/metrics` renders; other components register their metrics here.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

@@ -34,7 +34,7 @@ use veza_proto::signal::{
 };
 use veza_proto::{MediaClaims, MessageId, ParticipantId, Role, RoomId, UserId};
 use veza_sfu::engine::Event as EngineEvent;
-use veza_sfu::webrtc::{JoinRequest, MediaServer, ServerEvent};
+use veza_sfu::webrtc::{JoinOutcome, JoinRequest, MediaServer, ServerEvent};
 
 /// Checks media tokens (the API's key ring in `veza serve`).
 pub trait TokenVerifier: Send + Sync + 'static {
@@ -74,7 +74,7 @@ struct Member {
 
 /// How long after its WebSocket drops the room is told a participant left. It can still resume
 /// until the grace period ends, and the room is then told it joined again.
-const LEAVE_NOTICE: Duration = Duration::from_secs(10);
+const LEAVE_NOTICE: Duration = Duration::from_secs(8);
 
 impl std::fmt::Debug for Signaling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -277,9 +277,18 @@ where
         };
         signaling.inner.media.join(request, events_tx).await
     };
+    let metrics = signaling.inner.media.metrics();
     let offer = match offer {
-        Ok(offer) => offer,
+        Ok(offer) => {
+            metrics.join(if resumed {
+                JoinOutcome::Resumed
+            } else {
+                JoinOutcome::Ok
+            });
+            offer
+        }
         Err(err) => {
+            metrics.join(JoinOutcome::Failed);
             let _ = send(
                 &mut sink,
                 &ServerMessage::error("join_failed", err.to_string()),
@@ -288,6 +297,8 @@ where
             return;
         }
     };
+    // Counted in `veza_signaling_sessions` until this function returns.
+    let _session = metrics.session();
     let (generation, back_after_notice) = {
         let mut rooms = signaling.rooms();
         let members = &mut rooms.entry(room).or_default().members;

@@ -372,3 +372,67 @@ async fn whip_and_whep_refuse_bad_requests() {
     let mut client = Client::start(signaling, claims);
     assert!(matches!(client.next().await, ServerMessage::Joined { .. }));
 }
+
+/// The value of the sample `series` (name and labels, as rendered).
+fn sample(signaling: &Signaling, series: &str) -> Option<f64> {
+    signaling
+        .media()
+        .metrics()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn joins_are_counted_by_outcome_and_sessions_while_open() {
+    let claims = claims(Role::Speaker);
+    let signaling = signaling(&claims).await;
+    let ok = "veza_signaling_joins_total{outcome=\"ok\"}";
+    let resumed = "veza_signaling_joins_total{outcome=\"resumed\"}";
+    let failed = "veza_signaling_joins_total{outcome=\"failed\"}";
+    let sessions = "veza_signaling_sessions";
+
+    let mut first = Client::start(signaling.clone(), claims.clone());
+    assert!(matches!(first.next().await, ServerMessage::Joined { .. }));
+    assert_eq!(sample(&signaling, ok), Some(1.0));
+    assert_eq!(sample(&signaling, sessions), Some(1.0));
+    first.frames.send(Frame::Closed).expect("open");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sample(&signaling, sessions), Some(0.0));
+
+    let mut second = Client::start(signaling.clone(), claims.clone());
+    assert!(matches!(
+        second.next().await,
+        ServerMessage::Joined { resumed: true, .. }
+    ));
+    assert_eq!(sample(&signaling, resumed), Some(1.0));
+    assert_eq!(sample(&signaling, sessions), Some(1.0));
+
+    // A participant the media shard already has, unknown to signaling: the join fails.
+    let other = MediaClaims {
+        participant: ParticipantId::new(),
+        ..claims.clone()
+    };
+    let (events, _events) = mpsc::unbounded_channel();
+    signaling
+        .media()
+        .join(
+            veza_sfu::webrtc::JoinRequest {
+                room: other.room,
+                participant: other.participant,
+                grants: other.grants,
+            },
+            events,
+        )
+        .await
+        .expect("media join");
+    let mut third = Client::start(signaling.clone(), other);
+    assert_error(&third.next().await, "join_failed");
+    assert_eq!(sample(&signaling, failed), Some(1.0));
+    assert_eq!(sample(&signaling, ok), Some(1.0));
+    assert_eq!(
+        sample(&signaling, sessions),
+        Some(1.0),
+        "the failed one never opened"
+    );
+}

@@ -20,7 +20,7 @@ use veza_api::{AppState, KeyRing};
 use veza_cluster::RateLimiter;
 use veza_proto::MediaClaims;
 use veza_sfu::engine::{Config as EngineConfig, Engine};
-use veza_sfu::webrtc::{MediaConfig, MediaServer};
+use veza_sfu::webrtc::{MediaConfig, MediaMetrics, MediaServer};
 use veza_signaling::{Signaling, TokenVerifier};
 use veza_store::Store;
 
@@ -256,6 +256,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(config.api(), store.clone(), keys, limiter, chat);
     spawn_housekeeping(state.clone());
 
+    // Media and signaling metrics are served with the API's at /metrics.
+    let media_metrics = MediaMetrics::new();
+    media_metrics
+        .register(state.metrics.registry())
+        .context("registering media metrics")?;
     let media = MediaServer::start(
         MediaConfig {
             udp_addr: config.rtc_udp_addr,
@@ -263,6 +268,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             reconnect_grace: RECONNECT_GRACE,
         },
         Engine::new(EngineConfig::default()),
+        media_metrics,
     )
     .await
     .with_context(|| format!("starting WebRTC media on {}", config.rtc_udp_addr))?;

@@ -9,8 +9,10 @@
 //! engine rewrites sequence numbers and timestamps itself and answers NACKs from its cache.
 //!
 //! Other tasks talk to the shard through a [`MediaServer`] handle (commands over a channel); the
-//! shard talks back to each participant's session through its [`ServerEvent`] channel.
+//! shard talks back to each participant's session through its [`ServerEvent`] channel. It
+//! reports to Prometheus through [`MediaMetrics`].
 
+mod metrics;
 mod stun;
 
 use std::cmp::Reverse;
@@ -32,9 +34,10 @@ use veza_proto::{Grants, ParticipantId, RoomId, TrackId};
 
 use crate::engine::{
     AudioLevel, Engine, Event as EngineEvent, MAX_SPEAKER_SLOTS, Output as EngineOutput, RtpIn,
-    SlotId, SubscribeMode,
+    SlotId, Stats, SubscribeMode,
 };
 
+pub use metrics::{JoinOutcome, MediaMetrics, SessionGuard};
 pub use stun::{is_stun, local_ufrag};
 
 /// Where the media transport listens and what it announces.
@@ -173,6 +176,7 @@ pub struct MediaServer {
     commands: mpsc::UnboundedSender<Command>,
     local_addr: SocketAddr,
     candidates: Arc<[SocketAddr]>,
+    metrics: MediaMetrics,
 }
 
 impl std::fmt::Debug for Command {
@@ -182,8 +186,13 @@ impl std::fmt::Debug for Command {
 }
 
 impl MediaServer {
-    /// Binds the UDP socket and starts the shard on the current tokio runtime.
-    pub async fn start(config: MediaConfig, engine: Engine) -> Result<Self, MediaError> {
+    /// Binds the UDP socket and starts the shard on the current tokio runtime; the shard
+    /// reports to `metrics` (register them where they are scraped).
+    pub async fn start(
+        config: MediaConfig,
+        engine: Engine,
+        metrics: MediaMetrics,
+    ) -> Result<Self, MediaError> {
         let socket = UdpSocket::bind(config.udp_addr).await?;
         let local_addr = socket.local_addr()?;
         let ips = if !config.announce_ips.is_empty() {
@@ -206,6 +215,7 @@ impl MediaServer {
             engine,
             candidates.clone(),
             config.reconnect_grace,
+            metrics.clone(),
         );
         tokio::spawn(shard.run());
         tracing::info!(addr = %local_addr, candidates = ?candidates, "WebRTC media listening");
@@ -213,7 +223,13 @@ impl MediaServer {
             commands,
             local_addr,
             candidates,
+            metrics,
         })
+    }
+
+    /// The metrics the shard reports to; signaling counts its sessions here too.
+    pub fn metrics(&self) -> &MediaMetrics {
+        &self.metrics
     }
 
     /// The bound UDP address.
@@ -431,6 +447,8 @@ struct Peer {
     /// Slots waiting for a transceiver (added at the next offer).
     unplaced: Vec<SlotId>,
     chat: Option<ChannelId>,
+    /// When the peer was created, until it first connects (for the ICE connect time).
+    connecting_since: Option<Instant>,
     /// When the connection dropped, for the reconnect grace period.
     disconnected_at: Option<Instant>,
     timeout: Instant,
@@ -449,6 +467,14 @@ struct Shard {
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     /// Peers with output to drain after an input.
     dirty: HashSet<ParticipantId>,
+    metrics: MediaMetrics,
+    /// The engine's counters as last copied into the metrics.
+    reported: Stats,
+    /// When the metrics are next synced with the engine.
+    metrics_due: Instant,
+    /// When the last fresh (not resent) forward of the current input was written to its
+    /// subscriber's stream.
+    forwarded_at: Option<Instant>,
 }
 
 impl Shard {
@@ -458,6 +484,7 @@ impl Shard {
         engine: Engine,
         candidates: Arc<[SocketAddr]>,
         grace: Duration,
+        metrics: MediaMetrics,
     ) -> Self {
         Self {
             socket,
@@ -470,6 +497,10 @@ impl Shard {
             by_addr: HashMap::new(),
             timers: BinaryHeap::new(),
             dirty: HashSet::new(),
+            metrics,
+            reported: Stats::default(),
+            metrics_due: Instant::now(),
+            forwarded_at: None,
         }
     }
 
@@ -477,27 +508,50 @@ impl Shard {
         let mut buf = vec![0u8; 2048];
         loop {
             let next = self.next_deadline();
+            let mut arrived = None;
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle_command(Instant::now(), command),
                     None => break,
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((n, source)) => self.handle_datagram(Instant::now(), source, &buf[..n]),
+                    Ok((n, source)) => {
+                        let now = Instant::now();
+                        arrived = Some(now);
+                        self.handle_datagram(now, source, &buf[..n]);
+                    }
                     Err(err) => tracing::debug!(%err, "UDP receive failed"),
                 },
                 () = tokio::time::sleep_until(next.into()) => self.handle_timers(Instant::now()),
             }
             self.flush(Instant::now()).await;
+            if let (Some(arrived), Some(written)) = (arrived, self.forwarded_at.take()) {
+                self.metrics
+                    .forwarded(written.saturating_duration_since(arrived));
+            }
+            let now = Instant::now();
+            if now >= self.metrics_due {
+                self.sync_metrics();
+                self.metrics_due = now + metrics::SYNC_INTERVAL;
+            }
         }
+        self.sync_metrics();
         tracing::info!("WebRTC media stopped");
+    }
+
+    /// Copies the engine's counters and the gauges into the metrics.
+    fn sync_metrics(&mut self) {
+        let stats = self.engine.stats();
+        self.metrics.sync_engine(&self.reported, &stats);
+        self.metrics.set_peers(self.peers.len());
+        self.reported = stats;
     }
 
     fn next_deadline(&mut self) -> Instant {
         let engine = self.engine.poll_timeout();
         let peers = self.timers.peek().map(|Reverse((at, _))| *at);
         let far = Instant::now() + Duration::from_secs(1);
-        [engine, peers]
+        [engine, peers, Some(self.metrics_due)]
             .into_iter()
             .flatten()
             .fold(far, Instant::min)
@@ -535,16 +589,16 @@ impl Shard {
             }),
             None => self.by_addr.get(&source).copied(),
         };
-        let Some(participant) = participant else {
-            tracing::trace!(%source, len = data.len(), "datagram for no peer dropped");
-            return;
-        };
         let destination = self.destination_for(source);
-        let Some(peer) = self.peers.get_mut(&participant) else {
+        let Some(peer) = participant.and_then(|p| self.peers.get_mut(&p)) else {
+            tracing::trace!(%source, len = data.len(), "datagram for no peer dropped");
+            self.metrics.dropped_no_peer();
             return;
         };
+        let participant = peer.participant;
         let Ok(contents) = data.try_into() else {
             tracing::trace!(%source, "unparseable datagram dropped");
+            self.metrics.dropped_unparseable();
             return;
         };
         let input = Input::Receive(
@@ -620,8 +674,14 @@ impl Shard {
                     && let Some(id) = peer.chat
                     && let Some(mut channel) = peer.rtc.channel(id)
                 {
-                    if let Err(err) = channel.write(false, text.as_bytes()) {
-                        tracing::debug!(participant = %participant, %err, "chat write failed");
+                    match channel.write(false, text.as_bytes()) {
+                        Ok(true) => self.metrics.datachannel_out(),
+                        Ok(false) => {
+                            tracing::debug!(participant = %participant, "chat write refused")
+                        }
+                        Err(err) => {
+                            tracing::debug!(participant = %participant, %err, "chat write failed")
+                        }
                     }
                     self.dirty.insert(participant);
                 }
@@ -692,6 +752,7 @@ impl Shard {
             free_mids: Vec::new(),
             unplaced: Vec::new(),
             chat: None,
+            connecting_since: Some(now),
             disconnected_at: None,
             timeout: now,
         }
@@ -859,8 +920,21 @@ impl Shard {
                 self.drain_peer(now, *participant).await;
             }
             let mut forwarded = false;
+            let mut fresh = false;
             while let Some(output) = self.engine.poll_output() {
-                forwarded |= self.handle_engine_output(now, output);
+                let resent = matches!(
+                    output,
+                    EngineOutput::Forward {
+                        retransmission: true,
+                        ..
+                    }
+                );
+                let written = self.handle_engine_output(now, output);
+                forwarded |= written;
+                fresh |= written && !resent;
+            }
+            if fresh {
+                self.forwarded_at = Some(Instant::now());
             }
             if self.dirty.is_empty() && !forwarded {
                 break;
@@ -906,8 +980,15 @@ impl Shard {
         let Some(peer) = self.peers.get_mut(&participant) else {
             return;
         };
+        if matches!(event, RtcEvent::ChannelData(_)) {
+            self.metrics.datachannel_in();
+        }
         match event {
             RtcEvent::Connected => {
+                if let Some(since) = peer.connecting_since.take() {
+                    self.metrics
+                        .ice_connected(now.saturating_duration_since(since));
+                }
                 peer.disconnected_at = None;
                 let _ = peer.events.send(ServerEvent::Connected);
             }
