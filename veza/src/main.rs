@@ -267,7 +267,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             announce_ips: config.rtc_public_ips.clone(),
             reconnect_grace: RECONNECT_GRACE,
         },
-        Engine::new(EngineConfig::default()),
+        Engine::new(EngineConfig {
+            // Start values of sequence numbers and timestamps differ from run to run
+            // (RFC 3550 §5.1).
+            seed: random_seed(),
+            ..EngineConfig::default()
+        }),
         media_metrics,
     )
     .await
@@ -305,6 +310,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("veza stopped");
     Ok(())
+}
+
+/// A random seed from the standard library's per-process random hasher keys.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 /// How long a participant whose connection dropped is kept for a reconnect.

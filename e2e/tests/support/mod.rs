@@ -579,3 +579,41 @@ impl Drop for RedisKeys {
         let _ = self.delete();
     }
 }
+
+/// A response with a text body (an SDP answer, or an error message).
+#[derive(Debug)]
+pub struct TextReply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Api {
+    /// `POST path` with an SDP offer (`Content-Type: application/sdp`) and a bearer token, as
+    /// WHIP and WHEP clients send it.
+    pub async fn post_sdp(&self, path: &str, token: &str, sdp: &str) -> TextReply {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/sdp")
+            .body(sdp.to_owned())
+            .send()
+            .await
+            .expect("HTTP request to veza");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("reading the response body");
+        TextReply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `DELETE path` with an optional bearer token.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(self.client.delete(format!("{}{path}", self.base)), token)
+            .await
+    }
+}

@@ -1072,6 +1072,11 @@ impl Shard {
                 let Some(peer) = self.peers.get_mut(&to) else {
                     return false;
                 };
+                // Until the peer first connects, str0m would queue packets and deliver them
+                // in one burst; a new listener starts with live audio instead.
+                if peer.connecting_since.is_some() {
+                    return false;
+                }
                 let Some(mid) = peer.slot_mids.get(&slot).copied() else {
                     return false;
                 };
