@@ -53,6 +53,15 @@ test("two browsers hear each other's tone and not their own", { timeout: 120_000
       headers: { authorization: `Bearer ${alice}` },
     }).then((r) => r.json());
     assert.ok(history.messages.some((m) => m.text === "hello from alice" && m.username === "alice"));
+    // Bad chat frames get a clear error on the data channel and disturb nobody.
+    await pageA.evaluate(() => window.veza.call.chat.send("x".repeat(20_000)));
+    await pageA.waitForFunction(() => document.querySelector("#room-error").textContent.includes("at most"), null, { timeout: 5000 });
+    await pageA.evaluate(() => window.veza.call.chat.send("{not json"));
+    await pageA.waitForFunction(() => document.querySelector("#room-error").textContent.includes("not a chat request"), null, { timeout: 5000 });
+    await pageA.fill("#chat-form input[name=text]", "still here");
+    await pageA.click("#chat-form button");
+    await pageB.waitForSelector("#messages li:has-text('still here')", { timeout: 5000 });
+
     // Bob's signaling socket drops: his client reconnects with the same token, the server
     // restarts ICE, and Alice never sees him leave and keeps hearing him.
     await pageB.evaluate(() => window.veza.call.ws.close());
