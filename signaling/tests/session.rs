@@ -436,3 +436,90 @@ async fn joins_are_counted_by_outcome_and_sessions_while_open() {
         "the failed one never opened"
     );
 }
+
+impl Client {
+    /// The next message for which `want` is true, skipping others (at most 20).
+    async fn next_where(
+        &mut self,
+        what: &str,
+        want: impl Fn(&ServerMessage) -> bool,
+    ) -> ServerMessage {
+        for _ in 0..20 {
+            let message = self.next().await;
+            if want(&message) {
+                return message;
+            }
+        }
+        panic!("no {what} among 20 messages");
+    }
+}
+
+#[tokio::test]
+async fn moderators_mute_and_kick() {
+    let owner = claims(Role::Owner);
+    let speaker = MediaClaims {
+        participant: ParticipantId::new(),
+        sub: UserId::new(),
+        name: "sam".into(),
+        role: Role::Speaker,
+        grants: Role::Speaker.grants(),
+        ..owner.clone()
+    };
+    let signaling = signaling(&owner).await;
+    let mut boss = Client::start(signaling.clone(), owner.clone());
+    assert!(matches!(boss.next().await, ServerMessage::Joined { .. }));
+    let mut sam = Client::start(signaling.clone(), speaker.clone());
+    let ServerMessage::Joined { participants, .. } = sam.next().await else {
+        panic!("want joined")
+    };
+    assert_eq!(participants.len(), 2);
+    boss.next_where("participant_joined", |m| {
+        matches!(m, ServerMessage::ParticipantJoined { participant } if participant.participant_id == speaker.participant)
+    })
+    .await;
+
+    // A speaker may not moderate, and nobody moderates the owner.
+    let kick_owner = format!(
+        r#"{{"type":"moderate","participant_id":"{}","action":"kick"}}"#,
+        owner.participant
+    );
+    sam.send(&kick_owner);
+    sam.next_where(
+        "an error",
+        |m| matches!(m, ServerMessage::Error { code, .. } if code == "not_moderator"),
+    )
+    .await;
+    boss.send(&kick_owner);
+    boss.next_where(
+        "an error",
+        |m| matches!(m, ServerMessage::Error { code, .. } if code == "owner_protected"),
+    )
+    .await;
+
+    // The owner mutes sam: everyone hears of it, as a moderator's mute.
+    let muted = ServerMessage::Muted {
+        participant_id: speaker.participant,
+        muted: true,
+        by_moderator: true,
+    };
+    boss.send(&format!(
+        r#"{{"type":"moderate","participant_id":"{}","action":"mute"}}"#,
+        speaker.participant
+    ));
+    boss.next_where("muted", |m| *m == muted).await;
+    sam.next_where("muted", |m| *m == muted).await;
+
+    // The owner kicks sam: sam is told and the room sees sam leave.
+    boss.send(&format!(
+        r#"{{"type":"moderate","participant_id":"{}","action":"kick"}}"#,
+        speaker.participant
+    ));
+    sam.next_where("kicked", |m| *m == ServerMessage::Kicked)
+        .await;
+    boss.next_where("participant_left", |m| {
+        *m == ServerMessage::ParticipantLeft {
+            participant_id: speaker.participant,
+        }
+    })
+    .await;
+}
