@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use veza_proto::{
     Grants, MEDIA_AUDIENCE, MediaClaims, ParticipantId, Role, RoomId, UserId, Visibility,
+    may_moderate,
 };
 use veza_store::{Member, NewAuditEntry, NewRoom, Room, RoomPatch, StoreError};
 use veza_turn::IceServer;
@@ -290,26 +291,11 @@ impl Moderation {
         let (room, target): (RoomId, UserId) =
             (parse_id(room, "room id")?, parse_id(target, "user id")?);
         let (room, actor_role) = visible_room(state, room, actor).await?;
-        let actor_role = actor_role.filter(|r| r.can_moderate()).ok_or_else(|| {
-            ApiError::forbidden(
-                "not_moderator",
-                "only the room's owner or a moderator may do this",
-            )
-        })?;
-        if target == room.owner_id {
-            return Err(ApiError::forbidden(
-                "owner_protected",
-                "the room's owner cannot be changed",
-            ));
-        }
-        if actor_role == Role::Moderator
-            && state.store.member_role(room.id, target).await? == Some(Role::Moderator)
-        {
-            return Err(ApiError::forbidden(
-                "owner_only",
-                "only the room's owner may change a moderator",
-            ));
-        }
+        let target_role = state.store.member_role(room.id, target).await?;
+        may_moderate(actor_role, target_role)
+            .map_err(|denied| ApiError::forbidden(denied.code(), denied.message()))?;
+        // may_moderate allowed it, so the actor is the owner or a moderator.
+        let actor_role = actor_role.unwrap_or(Role::Moderator);
         match state.store.user(target).await {
             Ok(_) => Ok(Self {
                 room: room.id,

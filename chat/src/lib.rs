@@ -60,7 +60,7 @@ use std::time::Instant;
 
 use tokio::sync::broadcast;
 use veza_proto::chat::{ChatEvent, ChatMessage};
-use veza_proto::{MediaClaims, Role, RoomId, UserId, Visibility};
+use veza_proto::{MediaClaims, ModerationDenied, Role, RoomId, UserId, Visibility};
 use veza_store::{ChatStanding, Store, StoreError};
 
 pub use bus::{ChatBus, LocalBus};
@@ -375,16 +375,15 @@ impl ChatService {
     /// The checks of a mute or unmute, in the order the API documents for bans.
     async fn check_moderation(&self, sender: &Sender, target: UserId) -> Result<(), ChatError> {
         let standing = self.standing(sender).await?;
-        let role = moderator_role(sender, &standing).ok_or(ChatError::NotModerator)?;
-        if target == standing.owner_id {
-            return Err(ChatError::OwnerProtected);
-        }
         let store = &self.inner.store;
-        if role == Role::Moderator
-            && store.member_role(sender.room, target).await? == Some(Role::Moderator)
-        {
-            return Err(ChatError::OwnerOnly);
-        }
+        let target_role = store.member_role(sender.room, target).await?;
+        veza_proto::may_moderate(moderator_role(sender, &standing), target_role).map_err(
+            |denied| match denied {
+                ModerationDenied::NotModerator => ChatError::NotModerator,
+                ModerationDenied::OwnerProtected => ChatError::OwnerProtected,
+                ModerationDenied::OwnerOnly => ChatError::OwnerOnly,
+            },
+        )?;
         match store.user(target).await {
             Ok(_) => Ok(()),
             Err(StoreError::NotFound) => Err(ChatError::UserNotFound),

@@ -118,6 +118,52 @@ impl fmt::Display for Role {
     }
 }
 
+/// Why a member may not moderate another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModerationDenied {
+    /// The actor is neither the owner nor a moderator.
+    NotModerator,
+    /// Nobody moderates the room's owner.
+    OwnerProtected,
+    /// Only the owner moderates a moderator.
+    OwnerOnly,
+}
+
+impl ModerationDenied {
+    /// The snake_case error code every service answers with.
+    pub fn code(self) -> &'static str {
+        match self {
+            ModerationDenied::NotModerator => "not_moderator",
+            ModerationDenied::OwnerProtected => "owner_protected",
+            ModerationDenied::OwnerOnly => "owner_only",
+        }
+    }
+
+    /// A sentence for people.
+    pub fn message(self) -> &'static str {
+        match self {
+            ModerationDenied::NotModerator => "only the room's owner or a moderator may do this",
+            ModerationDenied::OwnerProtected => "the room's owner cannot be moderated",
+            ModerationDenied::OwnerOnly => "only the room's owner may change a moderator",
+        }
+    }
+}
+
+/// The one moderation rule of every service (roles, bans, chat mutes, media mute and kick):
+/// owners and moderators moderate; nobody moderates the owner; only the owner moderates a
+/// moderator. `None` is someone who is not a member.
+pub fn may_moderate(actor: Option<Role>, target: Option<Role>) -> Result<(), ModerationDenied> {
+    match (actor, target) {
+        (Some(Role::Owner | Role::Moderator), Some(Role::Owner)) => {
+            Err(ModerationDenied::OwnerProtected)
+        }
+        (Some(Role::Owner), _) => Ok(()),
+        (Some(Role::Moderator), Some(Role::Moderator)) => Err(ModerationDenied::OwnerOnly),
+        (Some(Role::Moderator), _) => Ok(()),
+        _ => Err(ModerationDenied::NotModerator),
+    }
+}
+
 /// The error for a string that names no role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownRole;
@@ -228,5 +274,27 @@ mod tests {
         assert!(!Role::Listener.grants().can_publish);
         assert!(Role::Speaker.grants().can_publish);
         assert!("admin".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn the_moderation_rule() {
+        use ModerationDenied::*;
+        use Role::*;
+        let cases = [
+            (Some(Owner), Some(Moderator), Ok(())),
+            (Some(Owner), Some(Listener), Ok(())),
+            (Some(Owner), None, Ok(())),
+            (Some(Owner), Some(Owner), Err(OwnerProtected)),
+            (Some(Moderator), Some(Owner), Err(OwnerProtected)),
+            (Some(Moderator), Some(Moderator), Err(OwnerOnly)),
+            (Some(Moderator), Some(Speaker), Ok(())),
+            (Some(Moderator), None, Ok(())),
+            (Some(Speaker), Some(Listener), Err(NotModerator)),
+            (Some(Listener), None, Err(NotModerator)),
+            (None, Some(Listener), Err(NotModerator)),
+        ];
+        for (actor, target, want) in cases {
+            assert_eq!(may_moderate(actor, target), want, "{actor:?} on {target:?}");
+        }
     }
 }

@@ -32,7 +32,7 @@ use veza_proto::signal::{
     ClientMessage, MAX_CLIENT_MESSAGE, ModerateAction, PROTOCOL_VERSION, ParticipantInfo,
     ServerMessage, Speaker,
 };
-use veza_proto::{MediaClaims, MessageId, ParticipantId, Role, RoomId, UserId};
+use veza_proto::{MediaClaims, MessageId, ParticipantId, RoomId, UserId};
 use veza_sfu::engine::Event as EngineEvent;
 use veza_sfu::webrtc::{JoinOutcome, JoinRequest, MediaServer, ServerEvent};
 
@@ -552,20 +552,16 @@ async fn handle_client(
             participant_id,
             action,
         } => {
-            if !claims.role.can_moderate() {
-                return vec![ServerMessage::error(
-                    "not_moderator",
-                    "only the room's owner or a moderator may do this",
-                )];
+            let target = signaling.member_info(claims.room, participant_id);
+            if let Err(denied) =
+                veza_proto::may_moderate(Some(claims.role), target.as_ref().map(|t| t.role))
+            {
+                return vec![ServerMessage::error(denied.code(), denied.message())];
             }
-            match signaling.member_info(claims.room, participant_id) {
+            match target {
                 None => vec![ServerMessage::error(
                     "unknown_participant",
                     "no such participant in this room",
-                )],
-                Some(target) if target.role == Role::Owner => vec![ServerMessage::error(
-                    "owner_protected",
-                    "the room's owner cannot be moderated",
                 )],
                 Some(_) => {
                     match action {
