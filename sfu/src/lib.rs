@@ -2,6 +2,7 @@
 //! rewriting of SSRC, sequence numbers and timestamps, NACK answers from a packet cache, and
 //! active-speaker detection from audio levels. It takes `now` as input and never reads a clock,
 //! so it runs the same in production and on the virtual clock of the simulation tests.
+//! [`webrtc`] drives it: one tokio task owning the UDP socket and every str0m peer.
 
 pub mod engine;
 pub mod webrtc;
