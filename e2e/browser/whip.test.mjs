@@ -62,6 +62,7 @@ test("a WHIP publisher is heard by a WHEP player", { timeout: 90_000 }, async ()
     assert.match(published.location, new RegExp(`^/whip/${room.id}/`));
     assert.match(published.answer, /m=video 0 /, "the video section is refused with port 0");
     assert.match(published.answer, /m=audio [1-9]/, "the audio section is accepted");
+    assert.doesNotMatch(published.answer, /a=ice-options:trickle/, "no trickle: PATCH is not offered");
 
     // A second publish with the same token is a conflict.
     const again = await fetch(publish.urls.whip, {

@@ -350,6 +350,15 @@ impl MediaServer {
     }
 }
 
+/// WHIP/WHEP sessions take no trickled candidates (PATCH answers 405; the ICE-lite server's
+/// answer carries all of its own), so the answer does not claim `a=ice-options:trickle`.
+fn without_trickle(answer: &str) -> String {
+    answer
+        .split_inclusive('\n')
+        .filter(|line| line.trim_end() != "a=ice-options:trickle")
+        .collect()
+}
+
 /// str0m rejects a section it cannot use (video, here) with port 0 and no formats, which
 /// browsers refuse to parse; RFC 8866 wants at least one format, so the offer's are copied in.
 fn with_rejected_formats(answer: &str, offer: &str) -> String {
@@ -823,7 +832,10 @@ impl Shard {
             }
         }
         self.insert_peer(peer);
-        Ok(with_rejected_formats(&answer.to_sdp_string(), offer))
+        Ok(without_trickle(&with_rejected_formats(
+            &answer.to_sdp_string(),
+            offer,
+        )))
     }
 
     fn answer(&mut self, participant: ParticipantId, sdp: &str) -> Result<(), MediaError> {
@@ -1228,5 +1240,14 @@ mod tests {
             "{fixed}"
         );
         assert_eq!(fixed.lines().count(), answer.lines().count());
+    }
+
+    #[test]
+    fn answers_do_not_offer_trickle() {
+        let answer = "v=0\r\na=ice-options:trickle\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert_eq!(
+            without_trickle(answer),
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        );
     }
 }
