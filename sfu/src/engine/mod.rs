@@ -681,6 +681,13 @@ impl Engine {
         self.participants.get(&participant).map(|p| p.room)
     }
 
+    /// Who is in `room`, in join order (empty for an unknown room).
+    pub fn participants(&self, room: RoomId) -> &[ParticipantId] {
+        self.rooms
+            .get(&room)
+            .map_or(&[], |r| r.participants.as_slice())
+    }
+
     /// The track a participant publishes.
     pub fn track_of(&self, participant: ParticipantId) -> Option<TrackId> {
         self.participants.get(&participant).and_then(|p| p.track)

@@ -1151,11 +1151,11 @@ impl Shard {
             }
             _ => {}
         }
-        // Room events go to every session in the room; the engine addresses them by room, and
-        // each peer of that room gets a copy.
+        // Room events go to every session in the room: the room's members, not a scan of
+        // every peer of the shard.
         if let Some(room) = event_room(&event) {
-            for peer in self.peers.values() {
-                if self.engine.room_of(peer.participant) == Some(room) {
+            for participant in self.engine.participants(room) {
+                if let Some(peer) = self.peers.get(participant) {
                     let _ = peer.events.send(ServerEvent::Room(event.clone()));
                 }
             }
