@@ -476,6 +476,8 @@ struct Shard {
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     /// Peers with output to drain after an input.
     dirty: HashSet<ParticipantId>,
+    /// Reused buffer for draining `dirty`, so the hot path does not allocate.
+    draining: Vec<ParticipantId>,
     metrics: MediaMetrics,
     /// The engine's counters as last copied into the metrics.
     reported: Stats,
@@ -506,6 +508,7 @@ impl Shard {
             by_addr: HashMap::new(),
             timers: BinaryHeap::new(),
             dirty: HashSet::new(),
+            draining: Vec::new(),
             metrics,
             reported: Stats::default(),
             metrics_due: Instant::now(),
@@ -927,11 +930,12 @@ impl Shard {
     /// Drains str0m and engine outputs: datagrams to send, events to act on.
     async fn flush(&mut self, now: Instant) {
         loop {
-            let dirty: Vec<ParticipantId> = self.dirty.drain().collect();
-            for participant in &dirty {
-                self.drain_peer(now, *participant).await;
+            let mut draining = std::mem::take(&mut self.draining);
+            draining.extend(self.dirty.drain());
+            for participant in draining.drain(..) {
+                self.drain_peer(now, participant).await;
             }
-            let mut forwarded = false;
+            self.draining = draining;
             let mut fresh = false;
             while let Some(output) = self.engine.poll_output() {
                 let resent = matches!(
@@ -941,14 +945,14 @@ impl Shard {
                         ..
                     }
                 );
+                // A written packet marks its peer dirty, so the loop drains it next.
                 let written = self.handle_engine_output(now, output);
-                forwarded |= written;
                 fresh |= written && !resent;
             }
             if fresh {
                 self.forwarded_at = Some(Instant::now());
             }
-            if self.dirty.is_empty() && !forwarded {
+            if self.dirty.is_empty() {
                 break;
             }
         }
