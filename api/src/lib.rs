@@ -110,10 +110,25 @@ pub struct Inner {
     media: OnceLock<Arc<dyn MediaControl>>,
 }
 
-/// What the API asks of the media path when moderation happens over REST.
+/// What the API asks of the media path: removals when moderation happens over REST, and the
+/// QUIC endpoint's certificate hash.
 pub trait MediaControl: Send + Sync + std::fmt::Debug + 'static {
     /// Removes every participant of `user` in `room` from the media path now.
     fn remove_user(&self, room: RoomId, user: UserId);
+
+    /// The QUIC endpoint, if QUIC runs.
+    fn quic_endpoint(&self) -> Option<QuicEndpoint> {
+        None
+    }
+}
+
+/// Where clients reach moq-lite over QUIC, and the certificate they should expect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicEndpoint {
+    /// Base URL, `https://host:port`.
+    pub url: String,
+    /// Lower-case hex SHA-256 of the current certificate.
+    pub sha256: String,
 }
 
 impl std::ops::Deref for AppState {
@@ -148,6 +163,11 @@ impl AppState {
     /// Connects the media path (once; later calls are ignored).
     pub fn set_media_control(&self, media: Arc<dyn MediaControl>) {
         let _ = self.inner.media.set(media);
+    }
+
+    /// The QUIC endpoint, when a media path with QUIC is connected.
+    pub(crate) fn quic_endpoint(&self) -> Option<QuicEndpoint> {
+        self.inner.media.get()?.quic_endpoint()
     }
 
     /// Tells the media path to drop `user` from `room` (a ban).

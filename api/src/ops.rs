@@ -16,6 +16,29 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/api/v1/quic/certificate-hash", get(quic_certificate_hash))
+}
+
+/// The QUIC endpoint's certificate hash, for WebTransport's `serverCertificateHashes` (the
+/// embedded self-signed certificate changes every 10 days: fetch it before connecting).
+#[utoipa::path(get, path = "/api/v1/quic/certificate-hash", tag = "ops",
+    responses((status = 200, description = "`{\"algorithm\": \"sha-256\", \"value\": hex, \"url\": QUIC base URL}`"),
+              (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn quic_certificate_hash(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.quic_endpoint() {
+        Some(quic) => Ok(Json(serde_json::json!({
+            "algorithm": "sha-256",
+            "value": quic.sha256,
+            "url": quic.url,
+        }))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "quic_disabled",
+            "this node does not serve QUIC",
+        )),
+    }
 }
 
 /// Alive: the process answers.

@@ -175,6 +175,9 @@ pub(crate) struct JoinUrls {
     whip: String,
     /// WHEP playback.
     whep: String,
+    /// moq-lite over QUIC or WebTransport (`?jwt=` the media token); absent when QUIC is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quic: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -673,6 +676,9 @@ async fn join_room(state: &AppState, id: RoomId, user: &AuthUser) -> ApiResult<J
             signaling: format!("{ws_base}/rtc"),
             whip: format!("{base}/whip/{}", room.id),
             whep: format!("{base}/whep/{}", room.id),
+            quic: state
+                .quic_endpoint()
+                .map(|quic| format!("{}/room/{}", quic.url, room.id)),
         },
         ice_servers,
     })

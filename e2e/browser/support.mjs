@@ -61,6 +61,7 @@ export async function startVeza(env = {}) {
     env: {
       ...inherited,
       VEZA_RTC_UDP_ADDR: "0.0.0.0:0",
+      VEZA_QUIC_ADDR: "127.0.0.1:0",
       VEZA_STUN_URLS: "",
       VEZA_RATE_LIMIT_PER_MIN: "100000",
       VEZA_AUTH_RATE_LIMIT_PER_MIN: "100000",

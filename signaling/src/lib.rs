@@ -36,11 +36,7 @@ use veza_proto::{MediaClaims, MessageId, ParticipantId, RoomId, UserId};
 use veza_sfu::engine::Event as EngineEvent;
 use veza_sfu::webrtc::{JoinOutcome, JoinRequest, MediaServer, ServerEvent};
 
-/// Checks media tokens (the API's key ring in `veza serve`).
-pub trait TokenVerifier: Send + Sync + 'static {
-    /// The claims of a valid media token, or why it is not valid.
-    fn verify_media(&self, token: &str) -> Result<MediaClaims, String>;
-}
+pub use veza_sfu::TokenVerifier;
 
 /// Shared state of all sessions. Cheap to clone.
 #[derive(Clone)]

@@ -80,6 +80,16 @@ pub struct Config {
     /// `VEZA_RTC_PUBLIC_IPS`: comma-separated IPs announced as ICE host candidates; default
     /// the bound IP, or 127.0.0.1 and the default route's address.
     pub rtc_public_ips: Vec<IpAddr>,
+    /// `VEZA_QUIC_ADDR`: the UDP address of moq-lite over QUIC and WebTransport.
+    pub quic_addr: SocketAddr,
+    /// `VEZA_QUIC_PUBLIC_URL`: how clients reach the QUIC endpoint (`https://host:port`);
+    /// default the public URL's host on the QUIC port.
+    pub quic_public_url: Option<String>,
+    /// `VEZA_QUIC_CERT`: PEM certificate chain for QUIC; default a self-signed certificate
+    /// (13 days, renewed) whose hash the API serves for WebTransport.
+    pub quic_cert: Option<PathBuf>,
+    /// `VEZA_QUIC_KEY`: the PEM private key of `quic_cert`.
+    pub quic_key: Option<PathBuf>,
     /// `VEZA_CHAT_BLOCKED_WORDS`: comma-separated words and phrases refused in chat messages
     /// (without case, on word boundaries).
     pub chat_blocked_words: Vec<String>,
@@ -111,6 +121,10 @@ impl Default for Config {
             rtc_udp_addr: SocketAddr::from(([0, 0, 0, 0], 7882)),
             rtc_public_ips: Vec::new(),
             chat_blocked_words: Vec::new(),
+            quic_addr: SocketAddr::from(([0, 0, 0, 0], 4443)),
+            quic_public_url: None,
+            quic_cert: None,
+            quic_key: None,
         }
     }
 }
@@ -120,7 +134,7 @@ pub const DEFAULT_STUN_URL: &str = "stun:stun.l.google.com:19302";
 
 /// Environment variables reserved for settings that later parts of Veza read; accepted
 /// without a warning.
-const RESERVED_ENV: &[&str] = &["VEZA_QUIC_ADDR", "VEZA_CLUSTER_SECRET"];
+const RESERVED_ENV: &[&str] = &["VEZA_CLUSTER_SECRET"];
 
 fn parse<T: FromStr>(name: &str, value: &str) -> anyhow::Result<T>
 where
@@ -184,6 +198,10 @@ impl Config {
                 "VEZA_TURN_SECRET" => self.turn_secret = Some(value),
                 "VEZA_TURN_TTL_SECS" => self.turn_ttl_secs = parse(&name, &value)?,
                 "VEZA_CHAT_BLOCKED_WORDS" => self.chat_blocked_words = list(&value),
+                "VEZA_QUIC_ADDR" => self.quic_addr = parse(&name, &value)?,
+                "VEZA_QUIC_PUBLIC_URL" => self.quic_public_url = Some(value),
+                "VEZA_QUIC_CERT" => self.quic_cert = Some(PathBuf::from(value)),
+                "VEZA_QUIC_KEY" => self.quic_key = Some(PathBuf::from(value)),
                 "VEZA_RTC_UDP_ADDR" => self.rtc_udp_addr = parse(&name, &value)?,
                 "VEZA_RTC_PUBLIC_IPS" => {
                     self.rtc_public_ips = list(&value)
@@ -268,6 +286,12 @@ impl Config {
         {
             bail!("chat_blocked_words must not hold empty words or U+0000");
         }
+        if self.quic_cert.is_some() != self.quic_key.is_some() {
+            bail!("quic_cert and quic_key go together");
+        }
+        if !self.quic_public_url().starts_with("https://") {
+            bail!("quic_public_url must start with https://");
+        }
         for url in self.turn_urls.iter().chain(&self.stun_urls) {
             if !["turn:", "turns:", "stun:", "stuns:"]
                 .iter()
@@ -298,6 +322,30 @@ impl Config {
                 format!("http://{addr}")
             }
         }
+    }
+
+    /// The QUIC endpoint's URL in force: configured, or the public URL's host on the QUIC
+    /// port.
+    pub fn quic_public_url(&self) -> String {
+        self.quic_public_url_on(self.quic_addr.port())
+    }
+
+    /// The QUIC URL for an endpoint bound to `port` (the configured port may be 0).
+    pub fn quic_public_url_on(&self, port: u16) -> String {
+        if let Some(url) = &self.quic_public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let public = self.public_url();
+        let authority = public
+            .split_once("://")
+            .map_or(public.as_str(), |(_, rest)| rest);
+        let authority = authority.split('/').next().unwrap_or(authority);
+        let host = match authority.rsplit_once(':') {
+            // Not the colons of a bracketed IPv6 address.
+            Some((host, port)) if !port.contains(']') => host,
+            _ => authority,
+        };
+        format!("https://{host}:{port}")
     }
 
     /// The issuer of tokens in force.

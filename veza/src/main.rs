@@ -4,6 +4,7 @@
 //! data folder, in-process rate limits); with `DATABASE_URL=postgres://…` and `REDIS_URL` the
 //! same binary serves as one node of a cluster.
 
+mod client;
 mod config;
 mod web;
 
@@ -20,6 +21,7 @@ use veza_api::{AppState, KeyRing};
 use veza_cluster::RateLimiter;
 use veza_proto::MediaClaims;
 use veza_sfu::engine::{Config as EngineConfig, Engine};
+use veza_sfu::quic::{CertStore, Certificate, QuicConfig, QuicServer};
 use veza_sfu::webrtc::{MediaConfig, MediaMetrics, MediaServer};
 use veza_signaling::{Signaling, TokenVerifier};
 use veza_store::Store;
@@ -74,6 +76,10 @@ enum Command {
         #[command(subcommand)]
         command: TurnCommand,
     },
+    /// Broadcast an audio file (or live PCM from stdin) into a room over QUIC.
+    Broadcast(client::BroadcastArgs),
+    /// Listen to a room over QUIC and write WAV or Ogg Opus.
+    Listen(client::ListenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +135,12 @@ fn main() -> anyhow::Result<()> {
         print!("{}", veza_turn::local_test_conf(*port, secret, realm));
         return Ok(());
     }
+    // The client commands need no server configuration.
+    let command = match cli.command {
+        Command::Broadcast(args) => return client::broadcast(args),
+        Command::Listen(args) => return client::listen(args),
+        other => other,
+    };
     let mut config = Config::from_file(cli.config.as_deref())?;
     let unknown_env = config.apply_env(std::env::vars())?;
     if let Some(format) = cli.log_format {
@@ -143,7 +155,7 @@ fn main() -> anyhow::Result<()> {
     if let Command::Serve {
         http_addr,
         public_url,
-    } = &cli.command
+    } = &command
     {
         if let Some(addr) = http_addr {
             config.http_addr = *addr;
@@ -163,7 +175,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve { .. } => serve(config).await,
             Command::Migrate => {
                 let store = open_store(&config).await?;
@@ -199,7 +211,9 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
-            Command::Turn { .. } => unreachable!("handled before the configuration is read"),
+            Command::Turn { .. } | Command::Broadcast(_) | Command::Listen(_) => {
+                unreachable!("handled before the configuration is read")
+            }
         }
     })
 }
@@ -277,12 +291,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("starting WebRTC media on {}", config.rtc_udp_addr))?;
-    let signaling = Signaling::new(
-        media,
-        Arc::new(MediaTokens(state.clone())),
-        Some(state.chat.clone()),
-        RECONNECT_GRACE,
-    );
+    let tokens = Arc::new(MediaTokens(state.clone()));
+    let quic = start_quic(&config, media.clone(), tokens.clone())?;
+    let signaling = Signaling::new(media, tokens, Some(state.chat.clone()), RECONNECT_GRACE);
 
     let listener = TcpListener::bind(config.http_addr)
         .await
@@ -296,7 +307,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         nats = config.nats_url.is_some(),
         "veza is serving"
     );
-    state.set_media_control(Arc::new(SignalingControl(signaling.clone())));
+    state.set_media_control(Arc::new(SignalingControl {
+        signaling: signaling.clone(),
+        quic_url: config.quic_public_url_on(quic.local_addr().port()),
+        quic: quic.clone(),
+    }));
     let app = veza_api::router(state)
         .merge(veza_signaling::router(signaling))
         .merge(web::router());
@@ -307,9 +322,51 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("serving HTTP")?;
+    quic.close();
     store.close().await;
     tracing::info!("veza stopped");
     Ok(())
+}
+
+/// Starts moq-lite over QUIC with the configured certificate, or a self-signed one that is
+/// renewed before it expires.
+fn start_quic(
+    config: &Config,
+    media: MediaServer,
+    tokens: Arc<MediaTokens>,
+) -> anyhow::Result<QuicServer> {
+    let certificate = match (&config.quic_cert, &config.quic_key) {
+        (Some(chain), Some(key)) => Certificate::from_pem_files(chain, key)?,
+        _ => Certificate::self_signed(&quic_names(config))?,
+    };
+    let store = CertStore::new(certificate, quic_names(config));
+    store.spawn_renewal();
+    QuicServer::start(
+        QuicConfig {
+            addr: config.quic_addr,
+            certificate: store,
+            idle_timeout: Duration::from_secs(30),
+        },
+        media,
+        tokens,
+    )
+    .with_context(|| format!("starting QUIC on {}", config.quic_addr))
+}
+
+/// The names a self-signed QUIC certificate is made for.
+fn quic_names(config: &Config) -> Vec<String> {
+    let url = config.quic_public_url();
+    let host = url
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .map_or(url.as_str(), |(host, _)| host)
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let mut names = vec![host];
+    if !names.iter().any(|n| n == "localhost") {
+        names.push("localhost".into());
+    }
+    names
 }
 
 /// A random seed from the standard library's per-process random hasher keys.
@@ -338,11 +395,22 @@ impl TokenVerifier for MediaTokens {
 
 /// REST moderation reaches the media path through signaling.
 #[derive(Debug)]
-struct SignalingControl(Signaling);
+struct SignalingControl {
+    signaling: Signaling,
+    quic: QuicServer,
+    quic_url: String,
+}
 
 impl veza_api::MediaControl for SignalingControl {
     fn remove_user(&self, room: veza_proto::RoomId, user: veza_proto::UserId) {
-        self.0.remove_user(room, user);
+        self.signaling.remove_user(room, user);
+    }
+
+    fn quic_endpoint(&self) -> Option<veza_api::QuicEndpoint> {
+        Some(veza_api::QuicEndpoint {
+            url: self.quic_url.clone(),
+            sha256: self.quic.certificate().sha256_hex(),
+        })
     }
 }
 

@@ -9,6 +9,8 @@
 // Each test file is its own crate and uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod quic;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
@@ -159,6 +161,7 @@ impl Serve {
         .env("VEZA_AUTH_RATE_LIMIT_PER_MIN", "100000")
         // Each server its own media port, so tests run side by side.
         .env("VEZA_RTC_UDP_ADDR", "127.0.0.1:0")
+        .env("VEZA_QUIC_ADDR", "127.0.0.1:0")
     }
 
     /// Sets an environment variable of the child.

@@ -73,6 +73,7 @@ pub struct MediaMetrics {
     dropped_engine: [IntCounter; 7],
     dropped_no_peer: IntCounter,
     dropped_unparseable: IntCounter,
+    dropped_backlog: IntCounter,
     nacks_received: IntCounter,
     retransmissions: IntCounter,
     nack_misses: IntCounter,
@@ -86,6 +87,11 @@ pub struct MediaMetrics {
     joins_resumed: IntCounter,
     joins_failed: IntCounter,
     sessions: IntGauge,
+    quic_sessions: IntGauge,
+    quic_groups: IntCounter,
+    quic_datagrams: IntCounter,
+    quic_stale: IntCounter,
+    quic_rtt: Histogram,
 }
 
 impl Default for MediaMetrics {
@@ -109,6 +115,16 @@ fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
     Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
         .expect("valid metric")
+}
+
+/// Decrements the open moq-lite sessions gauge when dropped.
+#[derive(Debug)]
+pub struct QuicSessionGuard(IntGauge);
+
+impl Drop for QuicSessionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// A gauge value from a count.
@@ -164,6 +180,7 @@ impl MediaMetrics {
             dropped_engine: ENGINE_DROP_REASONS.map(|r| dropped.with_label_values(&[r])),
             dropped_no_peer: dropped.with_label_values(&["no_peer"]),
             dropped_unparseable: dropped.with_label_values(&["unparseable"]),
+            dropped_backlog: dropped.with_label_values(&["backlog"]),
             dropped,
             nacks_received: counter(
                 "veza_media_nacks_received_total",
@@ -202,6 +219,30 @@ impl MediaMetrics {
                 "veza_signaling_sessions",
                 "Signaling sessions open (joined, WebSocket connected)",
             ),
+            quic_sessions: gauge(
+                "veza_quic_sessions",
+                "moq-lite sessions open (raw QUIC and WebTransport)",
+            ),
+            quic_groups: counter(
+                "veza_quic_groups_sent_total",
+                "moq-lite groups sent to subscribers on streams",
+            ),
+            quic_datagrams: counter(
+                "veza_quic_datagrams_sent_total",
+                "moq-lite groups sent to subscribers as QUIC datagrams",
+            ),
+            quic_stale: counter(
+                "veza_quic_groups_dropped_stale_total",
+                "moq-lite groups reset or skipped because they were older than the subscriber's \
+                 max latency",
+            ),
+            quic_rtt: histogram(
+                "veza_quic_rtt_seconds",
+                "Smoothed round-trip time of moq-lite sessions, sampled every 5 s",
+                &[
+                    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ],
+            ),
         };
         metrics
             .register(&metrics.own)
@@ -229,7 +270,43 @@ impl MediaMetrics {
             Box::new(self.ice_connect.clone()),
             Box::new(self.joins.clone()),
             Box::new(self.sessions.clone()),
+            Box::new(self.quic_sessions.clone()),
+            Box::new(self.quic_groups.clone()),
+            Box::new(self.quic_datagrams.clone()),
+            Box::new(self.quic_stale.clone()),
+            Box::new(self.quic_rtt.clone()),
         ]
+    }
+
+    /// A packet for a QUIC participant dropped because its session fell behind.
+    pub fn dropped_backlog(&self) {
+        self.dropped_backlog.inc();
+    }
+
+    /// Counts an open moq-lite session until the guard drops.
+    pub fn quic_session(&self) -> QuicSessionGuard {
+        self.quic_sessions.inc();
+        QuicSessionGuard(self.quic_sessions.clone())
+    }
+
+    /// A group sent on its own stream.
+    pub fn quic_group_sent(&self) {
+        self.quic_groups.inc();
+    }
+
+    /// A group sent as a datagram.
+    pub fn quic_datagram_sent(&self) {
+        self.quic_datagrams.inc();
+    }
+
+    /// A group dropped as older than the subscriber's max latency.
+    pub fn quic_group_stale(&self) {
+        self.quic_stale.inc();
+    }
+
+    /// A session's smoothed RTT sample.
+    pub fn quic_rtt(&self, rtt: Duration) {
+        self.quic_rtt.observe(rtt.as_secs_f64());
     }
 
     /// Adds every metric to `registry` (the one `/metrics` renders). All or nothing: if one

@@ -34,10 +34,15 @@ use veza_proto::{Grants, ParticipantId, RoomId, TrackId};
 
 use crate::engine::{
     AudioLevel, Engine, Event as EngineEvent, MAX_SPEAKER_SLOTS, Output as EngineOutput, RtpIn,
-    SlotId, Stats, SubscribeMode,
+    RtpOut, SlotId, Stats, SubscribeMode,
 };
 
-pub use metrics::{JoinOutcome, MediaMetrics, SessionGuard};
+pub use metrics::{JoinOutcome, MediaMetrics, QuicSessionGuard, SessionGuard};
+
+/// The payload type the shard's peers use for Opus (str0m's default, in every offer we make).
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// The payload type of RED (RFC 2198) carrying Opus, where a browser publishes with it.
+pub const RED_PAYLOAD_TYPE: u8 = 63;
 pub use stun::{is_stun, local_ufrag};
 
 /// Where the media transport listens and what it announces.
@@ -117,6 +122,31 @@ pub enum ServerEvent {
     Removed,
 }
 
+/// What the shard sends a participant whose transport runs outside the shard (moq-lite over
+/// QUIC): packets already rewritten for its slots, and room events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemoteOut {
+    /// A packet for one of the participant's slots.
+    Packet {
+        /// The slot ([`EngineEvent::SlotOpened`] said which publisher it carries).
+        slot: SlotId,
+        /// The packet, with the slot's continuous sequence numbers and timestamps.
+        packet: RtpOut,
+    },
+    /// A room or slot event from the engine.
+    Event(EngineEvent),
+    /// The participant was removed from the media path (kick or ban).
+    Removed,
+}
+
+/// A participant whose packets arrive and leave through a channel, not through the shard's
+/// socket.
+struct Remote {
+    out: mpsc::Sender<RemoteOut>,
+    grants: Grants,
+    track: Option<TrackId>,
+}
+
 enum Command {
     Join {
         request: JoinRequest,
@@ -158,6 +188,15 @@ enum Command {
         kind: IngestKind,
         offer: String,
         reply: oneshot::Sender<Result<String, MediaError>>,
+    },
+    Attach {
+        request: JoinRequest,
+        out: mpsc::Sender<RemoteOut>,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    RemotePacket {
+        participant: ParticipantId,
+        packet: RtpIn,
     },
 }
 
@@ -348,6 +387,31 @@ impl MediaServer {
     pub fn leave(&self, participant: ParticipantId) {
         self.tell(Command::Leave { participant });
     }
+
+    /// Adds a participant whose transport runs elsewhere (a moq-lite session): the shard
+    /// sends it packets and events on `out` and drops packets when `out` is full, so a slow
+    /// session never holds up the shard. Publish with [`MediaServer::publish`], send packets
+    /// with [`MediaServer::remote_packet`], leave with [`MediaServer::leave`].
+    pub async fn attach(
+        &self,
+        request: JoinRequest,
+        out: mpsc::Sender<RemoteOut>,
+    ) -> Result<(), MediaError> {
+        self.ask(|reply| Command::Attach {
+            request,
+            out,
+            reply,
+        })
+        .await
+    }
+
+    /// One packet of an attached participant's published track.
+    pub fn remote_packet(&self, participant: ParticipantId, packet: RtpIn) {
+        self.tell(Command::RemotePacket {
+            participant,
+            packet,
+        });
+    }
 }
 
 /// WHIP/WHEP sessions take no trickled candidates (PATCH answers 405; the ICE-lite server's
@@ -471,6 +535,7 @@ struct Shard {
     candidates: Arc<[SocketAddr]>,
     grace: Duration,
     peers: HashMap<ParticipantId, Peer>,
+    remotes: HashMap<ParticipantId, Remote>,
     by_ufrag: HashMap<String, ParticipantId>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
@@ -504,6 +569,7 @@ impl Shard {
             candidates,
             grace,
             peers: HashMap::new(),
+            remotes: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -714,7 +780,54 @@ impl Shard {
             } => {
                 let _ = reply.send(self.ingest(now, request, kind, &offer));
             }
+            Command::Attach {
+                request,
+                out,
+                reply,
+            } => {
+                let _ = reply.send(self.attach(now, request, out));
+            }
+            Command::RemotePacket {
+                participant,
+                packet,
+            } => {
+                let track = self.remotes.get(&participant).and_then(|r| r.track);
+                match track {
+                    Some(track) => self.engine.handle_rtp(now, participant, track, packet),
+                    None => self.metrics.dropped_no_peer(),
+                }
+            }
         }
+    }
+
+    fn attach(
+        &mut self,
+        now: Instant,
+        request: JoinRequest,
+        out: mpsc::Sender<RemoteOut>,
+    ) -> Result<(), MediaError> {
+        let participant = request.participant;
+        if self.peers.contains_key(&participant) || self.remotes.contains_key(&participant) {
+            return Err(MediaError::AlreadyJoined);
+        }
+        // In the map first, so the slots the engine opens at once reach it.
+        self.remotes.insert(
+            participant,
+            Remote {
+                out,
+                grants: request.grants,
+                track: None,
+            },
+        );
+        if self
+            .engine
+            .add_participant(now, request.room, participant, request.grants)
+            .is_err()
+        {
+            self.remotes.remove(&participant);
+            return Err(MediaError::AlreadyJoined);
+        }
+        Ok(())
     }
 
     fn join(
@@ -868,25 +981,28 @@ impl Shard {
         participant: ParticipantId,
         publish: bool,
     ) -> Result<(), MediaError> {
-        let peer = self
-            .peers
-            .get_mut(&participant)
-            .ok_or(MediaError::UnknownParticipant)?;
-        if !peer.grants.can_publish {
+        let (grants, slot) = if let Some(peer) = self.peers.get_mut(&participant) {
+            (peer.grants, &mut peer.track)
+        } else if let Some(remote) = self.remotes.get_mut(&participant) {
+            (remote.grants, &mut remote.track)
+        } else {
+            return Err(MediaError::UnknownParticipant);
+        };
+        if !grants.can_publish {
             return Err(MediaError::NotAllowed("this token has no publish grant"));
         }
-        match (publish, peer.track) {
+        match (publish, *slot) {
             (true, None) => {
                 let track = TrackId::new();
                 self.engine
                     .publish_track(now, participant, track)
                     .map_err(|_| MediaError::NotAllowed("cannot publish"))?;
-                peer.track = Some(track);
+                *slot = Some(track);
             }
             (false, Some(track)) => {
                 // The track is ours and published; an error means it is already gone.
                 let _ = self.engine.unpublish_track(now, participant, track);
-                peer.track = None;
+                *slot = None;
             }
             _ => {}
         }
@@ -916,6 +1032,12 @@ impl Shard {
     }
 
     fn remove(&mut self, now: Instant, participant: ParticipantId) {
+        if let Some(remote) = self.remotes.remove(&participant) {
+            // A full channel means the session is gone or going; it ends on its own then.
+            let _ = remote.out.try_send(RemoteOut::Removed);
+            let _ = self.engine.remove_participant(now, participant);
+            return;
+        }
         let Some(mut peer) = self.peers.remove(&participant) else {
             return;
         };
@@ -1086,7 +1208,7 @@ impl Shard {
                 to, slot, packet, ..
             } => {
                 let Some(peer) = self.peers.get_mut(&to) else {
-                    return false;
+                    return self.forward_remote(to, slot, packet);
                 };
                 // Until the peer first connects, str0m would queue packets and deliver them
                 // in one burst; a new listener starts with live audio instead.
@@ -1128,9 +1250,26 @@ impl Shard {
         }
     }
 
+    /// Hands a packet to an attached participant's session; a full channel drops it.
+    fn forward_remote(&mut self, to: ParticipantId, slot: SlotId, packet: RtpOut) -> bool {
+        let Some(remote) = self.remotes.get(&to) else {
+            return false;
+        };
+        match remote.out.try_send(RemoteOut::Packet { slot, packet }) {
+            Ok(()) => true,
+            Err(_) => {
+                self.metrics.dropped_backlog();
+                false
+            }
+        }
+    }
+
     fn handle_engine_event(&mut self, event: EngineEvent) {
         match &event {
             EngineEvent::SlotOpened(info) => {
+                if let Some(remote) = self.remotes.get(&info.subscriber) {
+                    let _ = remote.out.try_send(RemoteOut::Event(event.clone()));
+                }
                 if let Some(peer) = self.peers.get_mut(&info.subscriber) {
                     if let Some(mid) = peer.free_mids.pop() {
                         peer.slot_mids.insert(info.id, mid);
@@ -1145,6 +1284,9 @@ impl Shard {
             EngineEvent::SlotClosed {
                 subscriber, slot, ..
             } => {
+                if let Some(remote) = self.remotes.get(subscriber) {
+                    let _ = remote.out.try_send(RemoteOut::Event(event.clone()));
+                }
                 if let Some(peer) = self.peers.get_mut(subscriber) {
                     peer.unplaced.retain(|s| s != slot);
                     if let Some(mid) = peer.slot_mids.remove(slot) {
@@ -1161,6 +1303,8 @@ impl Shard {
             for participant in self.engine.participants(room) {
                 if let Some(peer) = self.peers.get(participant) {
                     let _ = peer.events.send(ServerEvent::Room(event.clone()));
+                } else if let Some(remote) = self.remotes.get(participant) {
+                    let _ = remote.out.try_send(RemoteOut::Event(event.clone()));
                 }
             }
         }
