@@ -144,8 +144,13 @@ pub async fn dial(url: &str, token: &str, sha256: [u8; 32]) -> Result<Session, N
         .map_err(|e| failed(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
+    // A server that went away is noticed within 10 s.
     transport
-        .keep_alive_interval(Some(std::time::Duration::from_secs(5)))
+        .keep_alive_interval(Some(std::time::Duration::from_secs(2)))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(std::time::Duration::from_secs(10))
+                .expect("10 s is a valid idle timeout"),
+        ))
         .max_concurrent_uni_streams(1024u32.into());
     config.transport_config(Arc::new(transport));
     let bind: SocketAddr = if addr.is_ipv6() {

@@ -328,10 +328,17 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
+impl Server {
+    /// SIGKILL: the server vanishes without a goodbye.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -612,6 +619,12 @@ impl Api {
             headers,
             body,
         }
+    }
+
+    /// `PUT path` with a JSON body and an optional bearer token.
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        let request = self.client.put(format!("{}{path}", self.base)).json(&body);
+        self.send(request, token).await
     }
 
     /// `DELETE path` with an optional bearer token.

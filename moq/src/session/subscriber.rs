@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use web_transport_quinn::SendStream;
 
 use crate::catalog::{self, AudioConfig, CATALOG_TRACK, Catalog, Container};
-use crate::coding::{Decode, Encode, encode_varint};
+use crate::coding::{Decode, DecodeError, Encode, encode_varint, typed_message_len};
 use crate::message::{
     Announce, AnnounceOk, AnnounceRequest, Frame, Group, StreamType, Subscribe, SubscribeReply,
     Track, TrackInfo,
@@ -48,8 +48,25 @@ impl Announcements {
     /// The next change; `Ok(None)` when the peer closed the stream (every broadcast is then
     /// gone).
     pub async fn next(&mut self) -> Result<Option<Announcement>, Failure> {
-        let Some(announce) = self.reader.next(Announce::decode).await? else {
-            return Ok(None);
+        let announce = loop {
+            let next = self
+                .reader
+                .next(|buf| match Announce::decode(buf) {
+                    Ok(announce) => Ok(Some(announce)),
+                    // An announcement of a type we do not know is skipped by its length, as
+                    // moq-net does; the stream stays up.
+                    Err(DecodeError::UnknownType(_)) => {
+                        *buf = &buf[typed_message_len(buf)?..];
+                        Ok(None)
+                    }
+                    Err(err) => Err(err),
+                })
+                .await?;
+            match next {
+                None => return Ok(None),
+                Some(Some(announce)) => break announce,
+                Some(None) => {}
+            }
         };
         match announce {
             Announce::Start(start) => {
