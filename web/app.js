@@ -1,5 +1,8 @@
 // Veza's browser client: sign in, pick a room, talk, listen and chat.
 // Plain ES module, no build step. The signaling protocol is in docs/protocol.md.
+// Audio goes over WebRTC, or over QUIC (moq-lite on WebTransport, see moq.js) when chosen.
+
+import { Session as MoqSession } from "./moq.js";
 
 const $ = (sel) => document.querySelector(sel);
 const show = (id) => {
@@ -97,6 +100,23 @@ $("#create-form").addEventListener("submit", async (e) => {
   } catch (err) { $("#lobby-error").textContent = err.message; }
 });
 
+// ---- Transport choice ---------------------------------------------------------------------------
+
+// QUIC needs WebTransport for the session and WebCodecs to encode and decode Opus.
+const quicSupported = typeof WebTransport === "function" && typeof AudioEncoder === "function" && typeof AudioDecoder === "function";
+
+/** "quic" or "webrtc": `?transport=` in the address, else the lobby's choice. */
+function chosenTransport() {
+  const wanted = new URLSearchParams(location.search).get("transport") || localStorage.getItem("veza.transport");
+  return quicSupported && wanted === "quic" ? "quic" : "webrtc";
+}
+
+if (quicSupported) {
+  $("#transport-choice").hidden = false;
+  $("#transport").value = chosenTransport();
+  $("#transport").addEventListener("change", (e) => localStorage.setItem("veza.transport", e.target.value));
+}
+
 // ---- The room -------------------------------------------------------------------------------
 
 let call = null;
@@ -108,11 +128,15 @@ class Call {
     this.people = new Map();
     this.seen = new Set();
     this.micSent = false;
+    this.transport = chosenTransport();
+    // Over QUIC the peer connection only carries the chat data channel; audio goes to `media`.
+    if (this.transport === "quic") this.media = new QuicMedia(roomId, join);
     this.pc = new RTCPeerConnection({
       iceServers: join.ice_servers,
       iceTransportPolicy: new URLSearchParams(location.search).get("relay") ? "relay" : "all",
     });
     this.pc.ontrack = (e) => {
+      if (this.media) return;
       const audio = document.createElement("audio");
       audio.autoplay = true;
       audio.srcObject = new MediaStream([e.track]);
@@ -181,7 +205,10 @@ class Call {
   async onOffer(sdp) {
     await this.pc.setRemoteDescription({ type: "offer", sdp });
     let publish = false;
-    if (this.join.grants.can_publish && !this.micSent) {
+    if (this.media) {
+      // Audio comes and goes over QUIC: every audio section is answered inactive.
+      for (const t of this.pc.getTransceivers()) if (t.receiver.track?.kind === "audio") t.direction = "inactive";
+    } else if (this.join.grants.can_publish && !this.micSent) {
       const mid = recvOnlyAudioMid(sdp);
       const t = this.pc.getTransceivers().find((x) => x.mid === mid);
       if (t) {
@@ -222,7 +249,7 @@ class Call {
   }
 
   toggleMute() {
-    const track = this.mic?.getAudioTracks()[0];
+    const track = (this.media?.mic ?? this.mic)?.getAudioTracks()[0];
     if (!track) return;
     track.enabled = !track.enabled;
     $("#mute").textContent = track.enabled ? "Mute" : "Unmute";
@@ -247,8 +274,210 @@ class Call {
     clearInterval(this.ping);
     this.ws?.close();
     this.pc.close();
+    this.media?.close();
     this.mic?.getTracks().forEach((t) => t.stop());
     $("#audio").replaceChildren();
+  }
+}
+
+// ---- Audio over QUIC ---------------------------------------------------------------------------
+
+/** How far ahead of the audio clock decoded packets are scheduled (the jitter buffer). */
+const JITTER_S = 0.06;
+/** A player more than this far ahead drops packets until it catches up. */
+const MAX_AHEAD_S = 0.4;
+/** How long a missing group is waited for before the packets after it are decoded anyway. */
+const REORDER_MS = 30;
+
+/**
+ * The room's audio over moq-lite: every broadcast the server announces (one per other publisher)
+ * is decoded with WebCodecs and played on one AudioContext; the microphone, when we may publish,
+ * is encoded to Opus and offered as our broadcast. The session uses the call's own media token:
+ * the server hands the participant's audio to it, while presence and chat stay on signaling.
+ */
+class QuicMedia {
+  constructor(roomId, join) {
+    this.roomId = roomId;
+    this.join = join;
+    this.grants = join.grants;
+    this.players = new Map(); // broadcast path → OpusPlayer
+    this.ctx = new AudioContext({ sampleRate: 48_000, latencyHint: "interactive" });
+    this.ready = this.start().catch((err) => {
+      if (this.closed) return;
+      this.status(`QUIC failed: ${err.message}`);
+      $("#room-error").textContent = `QUIC: ${err.message}`;
+      throw err;
+    });
+    this.ready.catch(() => {});
+  }
+
+  status(text) { $("#media-status").textContent = text; }
+
+  async start() {
+    this.status("QUIC connecting…");
+    const join = this.join;
+    const cert = await api("GET", "/api/v1/quic/certificate-hash");
+    if (!join.urls.quic) throw new Error("this server has QUIC turned off");
+    this.participantId = join.participant_id;
+    this.session = await MoqSession.connect(`${join.urls.quic}?jwt=${encodeURIComponent(join.token)}`, {
+      certificateHash: cert.value,
+    });
+    if (this.closed) { this.session.close(); return; }
+    this.connectMs = this.session.connectMs;
+    this.status(`QUIC connected (${Math.round(this.connectMs)} ms)`);
+    this.session.closed.then(({ code, reason }) => {
+      if (!this.closed) this.status(`QUIC closed${reason ? `: ${reason}` : code ? ` (${code})` : ""}`);
+    });
+    await this.ctx.resume();
+    await this.session.announced("", ({ path, active }) => (active ? this.listen(path) : this.players.get(path)?.close()));
+    if (join.grants.can_publish) await this.publishMic();
+  }
+
+  async listen(path) {
+    this.players.get(path)?.close();
+    const player = new OpusPlayer(this.ctx, path);
+    this.players.set(path, player);
+    player.onClose = () => { if (this.players.get(path) === player) this.players.delete(path); };
+    try {
+      const sub = await this.session.subscribeAudio(path, {
+        maxLatencyMs: 200,
+        onFrame: (frame) => player.push(frame),
+        onEnd: () => player.close(),
+      });
+      player.start(sub);
+    } catch (err) {
+      player.close();
+      console.warn(`cannot listen to ${path}:`, err);
+    }
+  }
+
+  /** Microphone → MediaStreamTrackProcessor → AudioEncoder (Opus, 20 ms) → one group per packet. */
+  async publishMic() {
+    this.mic = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    const track = this.mic.getAudioTracks()[0];
+    if (typeof MediaStreamTrackProcessor !== "function") throw new Error("MediaStreamTrackProcessor is missing");
+    const frames = new MediaStreamTrackProcessor({ track }).readable.getReader();
+    $("#mute").disabled = false;
+    this.encoder = new AudioEncoder({
+      output: (chunk) => {
+        const packet = new Uint8Array(chunk.byteLength);
+        chunk.copyTo(packet);
+        this.broadcast?.write(chunk.timestamp, packet);
+      },
+      error: (err) => { $("#room-error").textContent = `Opus encoder: ${err.message}`; },
+    });
+    (async () => {
+      for (;;) {
+        const { value: data, done } = await frames.read();
+        if (done || this.closed) { data?.close(); break; }
+        if (this.encoder.state === "unconfigured") {
+          this.encoder.configure({
+            codec: "opus", sampleRate: data.sampleRate, numberOfChannels: data.numberOfChannels,
+            bitrate: 64_000, opus: { frameDuration: 20_000 },
+          });
+          this.broadcast = this.session.publish(`${this.participantId}`, { channels: data.numberOfChannels, bitrate: 64_000 });
+        }
+        if (this.encoder.state === "configured") this.encoder.encode(data);
+        data.close();
+      }
+    })().catch((err) => { if (!this.closed) $("#room-error").textContent = `microphone: ${err.message}`; });
+  }
+
+  close() {
+    this.closed = true;
+    for (const player of this.players.values()) player.close();
+    this.broadcast?.close();
+    if (this.encoder?.state !== "closed") this.encoder?.close();
+    this.mic?.getTracks().forEach((t) => t.stop());
+    this.session?.close(0, "leaving");
+    this.ctx.close().catch(() => {});
+  }
+}
+
+/** One broadcast's Opus packets, decoded and scheduled on the AudioContext. */
+class OpusPlayer {
+  constructor(ctx, path) {
+    this.ctx = ctx;
+    this.path = path;
+    this.packets = 0; // received
+    this.played = 0;
+    this.late = 0; // dropped: older than one already decoded, or too far ahead
+    this.lastGroup = -1; // the last group given to the decoder
+    this.waiting = new Map(); // group → packet, held until the groups before it arrive
+    this.next = 0;
+    this.output = ctx.createGain();
+    this.output.connect(ctx.destination);
+  }
+
+  start(sub) {
+    this.sub = sub;
+    if (this.closed) { sub.close(); return; }
+    this.decoder = new AudioDecoder({
+      output: (data) => this.play(data),
+      error: (err) => { console.warn(`decoder of ${this.path}:`, err); this.close(); },
+    });
+    this.decoder.configure({ codec: "opus", sampleRate: sub.config.sampleRate, numberOfChannels: sub.config.numberOfChannels });
+  }
+
+  // Each group travels on its own stream, so groups can overtake each other: a packet after a
+  // gap waits up to REORDER_MS for the missing ones; one older than what was decoded is dropped.
+  push(frame) {
+    this.packets++;
+    if (this.decoder?.state !== "configured") return;
+    if (frame.group <= this.lastGroup) { this.late++; return; }
+    if (this.lastGroup < 0) this.lastGroup = frame.group - 1;
+    this.waiting.set(frame.group, frame);
+    this.drain(false);
+  }
+
+  drain(force) {
+    clearTimeout(this.timer);
+    while (this.waiting.size) {
+      let group = this.lastGroup + 1;
+      if (!this.waiting.has(group)) {
+        if (!force) { this.timer = setTimeout(() => this.drain(true), REORDER_MS); return; }
+        group = Math.min(...this.waiting.keys()); // give up on the gap
+      }
+      force = false;
+      const { timestampUs, payload } = this.waiting.get(group);
+      this.waiting.delete(group);
+      this.lastGroup = group;
+      if (this.decoder.state !== "configured") return;
+      this.decoder.decode(new EncodedAudioChunk({ type: "key", timestamp: timestampUs, data: payload }));
+    }
+  }
+
+  play(data) {
+    try {
+      const buffer = this.ctx.createBuffer(data.numberOfChannels, data.numberOfFrames, data.sampleRate);
+      for (let c = 0; c < data.numberOfChannels; c++) {
+        data.copyTo(buffer.getChannelData(c), { planeIndex: c, format: "f32-planar" });
+      }
+      const now = this.ctx.currentTime;
+      if (this.next > now + MAX_AHEAD_S) { this.late++; return; }
+      // Starting, or after an underrun: start again a jitter buffer ahead.
+      if (this.next < now + 0.005) this.next = now + JITTER_S;
+      const source = this.ctx.createBufferSource();
+      source.buffer = buffer;
+      source.connect(this.output);
+      source.start(this.next);
+      this.next += buffer.duration;
+      this.played++;
+    } finally {
+      data.close();
+    }
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.sub?.close();
+    if (this.decoder && this.decoder.state !== "closed") this.decoder.close();
+    this.output.disconnect();
+    this.onClose?.();
   }
 }
 

@@ -108,6 +108,8 @@ pub async fn broadcast(
         tokio::select! {
             () = tokio::time::sleep_until(due.into()) => {}
             reason = session.closed() => return Err(ClientError::Closed(reason)),
+            // Ctrl-C ends the broadcast cleanly: listeners see it end at once.
+            _ = tokio::signal::ctrl_c() => break,
         }
         let pcm = match frames.recv().await {
             Some(Ok(pcm)) => pcm,

@@ -126,7 +126,7 @@ pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSum
         if sink.is_none() {
             sink = Some(open_sink(&options.output, channels)?);
         }
-        let mut last_group: Option<u64> = None;
+        let mut order = Reorder::default();
         loop {
             let frame = tokio::select! {
                 () = &mut expired => break 'listening,
@@ -137,33 +137,18 @@ pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSum
                 // The broadcast ended; wait for the next.
                 break;
             };
-            // Groups arrive in any order; one older than the last written is too late.
-            if last_group.is_some_and(|last| frame.group <= last) {
-                continue;
-            }
-            let missing = last_group.map_or(0, |last| frame.group - last - 1);
-            last_group = Some(frame.group);
-            summary.packets += 1;
-            summary.lost += missing;
-            match sink.as_mut() {
-                Some(Sink::Wav { writer, decoder }) => {
-                    for _ in 0..missing.min(MAX_CONCEALED) {
-                        let pcm = decoder.conceal()?;
-                        summary.seconds += seconds(&pcm, channels);
-                        writer.write(&pcm)?;
-                    }
-                    let pcm = decoder.decode(&frame.payload)?;
-                    timing.record(&frame.payload);
-                    summary.seconds += seconds(&pcm, channels);
-                    writer.write(&pcm)?;
-                }
-                Some(Sink::Ogg(writer)) => {
-                    timing.record(&frame.payload);
-                    summary.seconds += crate::audio::opus_packet_samples(&frame.payload)
-                        .map_or(0.02, |n| f64::from(n) / 48_000.0);
-                    writer.write_packet(&frame.payload)?;
-                }
-                None => {}
+            order.push(frame.group, frame.payload);
+            while let Some((missing, payload)) = order.pop() {
+                summary.packets += 1;
+                summary.lost += missing;
+                write(
+                    sink.as_mut(),
+                    &mut summary,
+                    &mut timing,
+                    channels,
+                    missing,
+                    &payload,
+                )?;
             }
         }
     }
@@ -175,6 +160,72 @@ pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSum
     sink.finish()?;
     session.close(veza_moq::code::session::NO_ERROR, "listener finished");
     Ok(summary)
+}
+
+/// Writes one packet, after concealing `missing` ones before it (WAV).
+fn write(
+    sink: Option<&mut Sink>,
+    summary: &mut ListenSummary,
+    timing: &mut TimingLog,
+    channels: u16,
+    missing: u64,
+    payload: &[u8],
+) -> Result<(), ClientError> {
+    match sink {
+        Some(Sink::Wav { writer, decoder }) => {
+            for _ in 0..missing.min(MAX_CONCEALED) {
+                let pcm = decoder.conceal()?;
+                summary.seconds += seconds(&pcm, channels);
+                writer.write(&pcm)?;
+            }
+            let pcm = decoder.decode(payload)?;
+            timing.record(payload);
+            summary.seconds += seconds(&pcm, channels);
+            writer.write(&pcm)?;
+        }
+        Some(Sink::Ogg(writer)) => {
+            timing.record(payload);
+            summary.seconds += crate::audio::opus_packet_samples(payload)
+                .map_or(0.02, |n| f64::from(n) / 48_000.0);
+            writer.write_packet(payload)?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Puts groups back in order: each group travels on its own stream, so they may arrive out
+/// of order. A group waits until the one before it arrived, or until five newer ones did
+/// (100 ms; then the missing ones are given up as lost); one older than the last given out is
+/// dropped.
+#[derive(Debug, Default)]
+struct Reorder {
+    pending: std::collections::BTreeMap<u64, bytes::Bytes>,
+    next: Option<u64>,
+}
+
+impl Reorder {
+    const DEPTH: usize = 5;
+
+    fn push(&mut self, group: u64, payload: bytes::Bytes) {
+        if self.next.is_none_or(|next| group >= next) {
+            self.pending.insert(group, payload);
+        }
+    }
+
+    /// The next packet in order and how many were skipped before it.
+    fn pop(&mut self) -> Option<(u64, bytes::Bytes)> {
+        let (&first, _) = self.pending.first_key_value()?;
+        let missing = match self.next {
+            Some(next) if first == next => 0,
+            Some(next) if self.pending.len() > Self::DEPTH => first - next,
+            Some(_) => return None,
+            None => 0,
+        };
+        let payload = self.pending.remove(&first)?;
+        self.next = Some(first + 1);
+        Some((missing, payload))
+    }
 }
 
 fn seconds(pcm: &[f32], channels: u16) -> f64 {
@@ -208,5 +259,41 @@ impl Sink {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reorder;
+
+    fn drain(order: &mut Reorder) -> Vec<(u64, u8)> {
+        std::iter::from_fn(|| order.pop())
+            .map(|(missing, payload)| (missing, payload[0]))
+            .collect()
+    }
+
+    #[test]
+    fn groups_come_out_in_order_and_gaps_are_given_up_after_three() {
+        let mut order = Reorder::default();
+        order.push(10, vec![10].into());
+        assert_eq!(drain(&mut order), [(0, 10)]);
+        // 12 before 11: held, then both in order.
+        order.push(12, vec![12].into());
+        assert!(drain(&mut order).is_empty());
+        order.push(11, vec![11].into());
+        assert_eq!(drain(&mut order), [(0, 11), (0, 12)]);
+        // 13 never comes: after six newer ones, it is counted lost.
+        for g in 14..=18 {
+            order.push(g, vec![g as u8].into());
+        }
+        assert!(drain(&mut order).is_empty());
+        order.push(19, vec![19].into());
+        assert_eq!(
+            drain(&mut order),
+            [(1, 14), (0, 15), (0, 16), (0, 17), (0, 18), (0, 19)]
+        );
+        // A straggler older than what went out is dropped.
+        order.push(13, vec![13].into());
+        assert!(drain(&mut order).is_empty());
     }
 }

@@ -5,8 +5,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-/// Scripts, styles and media from this origin only; the WebSocket and fetches to it too.
-const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; \
+/// Scripts, styles and media from this origin only; the WebSocket and fetches to it too, and
+/// WebTransport to the QUIC endpoint (`https:`: another port, so not `'self'`).
+const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss: https:; media-src 'self' blob: mediastream:; \
                    img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -20,7 +21,7 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     )
 }
 
-/// `/`, `/app.js` and `/app.css`.
+/// `/`, `/app.js`, `/moq.js` (moq-lite over WebTransport) and `/app.css`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
@@ -38,6 +39,15 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
                 asset(
                     "text/javascript; charset=utf-8",
                     include_str!("../../web/app.js"),
+                )
+            }),
+        )
+        .route(
+            "/moq.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../../web/moq.js"),
                 )
             }),
         )

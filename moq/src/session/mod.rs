@@ -11,7 +11,7 @@
 //!   through Track streams, and subscribes through Subscribe streams. Every group holds one
 //!   Opus packet and goes on its own unidirectional stream (or in one datagram when the
 //!   session was opened with [`Options::datagrams`]). Groups older than the subscriber's max
-//!   latency are dropped before they are written, or reset if written and still unacknowledged.
+//!   latency are dropped before they are written; newer groups go first.
 //! * [`Subscriber`]: broadcasts the peer offers ([`Subscriber::announced`]) and their audio
 //!   ([`Subscriber::subscribe_audio`]).
 //!

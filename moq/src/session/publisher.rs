@@ -1,6 +1,6 @@
 //! Our broadcasts: announcing them, describing their tracks, and sending their groups.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,6 @@ use crate::code::stream as codes;
 pub const TIMESCALE_US: u64 = 1_000_000;
 /// Groups waiting for a slow subscription before newer ones push them out.
 const SUBSCRIPTION_BACKLOG: usize = 64;
-/// Written groups kept for resetting when they go stale.
-const IN_FLIGHT: usize = 64;
 
 /// What a broadcast's catalog says about its one Opus track.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -460,11 +458,14 @@ fn start(prefix: &str, path: &str, epoch: u64, buf: &mut Vec<u8>) {
 }
 
 /// Sends one subscription's groups, one stream (or datagram) each, and drops stale ones.
+///
+/// A group that waited longer than the subscriber's max latency before it could be written is
+/// dropped, never sent late. Once written, a group is quinn's: newer groups get a higher stream
+/// priority, so after congestion fresh audio overtakes what is still buffered, and the
+/// endpoint's send window bounds how much that can be.
 struct GroupSender {
     session: Session,
     subscribe_id: u64,
-    /// Written streams not yet known to be delivered, oldest first, with their deadlines.
-    in_flight: VecDeque<(Instant, SendStream)>,
     buf: Vec<u8>,
 }
 
@@ -473,35 +474,16 @@ impl GroupSender {
         Self {
             session,
             subscribe_id,
-            in_flight: VecDeque::new(),
             buf: Vec::with_capacity(1500),
         }
     }
 
     async fn send(&mut self, outgoing: Outgoing, max_latency: Duration) -> Result<(), Failure> {
-        let now = Instant::now();
-        // Never below two round trips: a group is not stale while its acknowledgement is
-        // simply still on its way.
-        let rtt = self.session.shared.transport.rtt();
-        let patience = max_latency.max(rtt * 2);
-        // A group that waited longer than the subscriber accepts is dropped unsent.
-        if now.duration_since(outgoing.queued) > patience {
+        // Never below two round trips, so a 0 ms subscriber still gets the latest group.
+        let patience = max_latency.max(self.session.shared.transport.rtt() * 2);
+        if outgoing.queued.elapsed() > patience {
             self.session.metrics().group_stale();
             return Ok(());
-        }
-        // Written groups past their deadline are reset: quinn stops (re)sending them. A reset
-        // of a stream that is already fully acknowledged fails and counts nothing.
-        while let Some((deadline, _)) = self.in_flight.front() {
-            if *deadline > now && self.in_flight.len() < IN_FLIGHT {
-                break;
-            }
-            let expired = *deadline <= now;
-            if let Some((_, mut stream)) = self.in_flight.pop_front()
-                && expired
-                && stream.reset(codes::DELIVERY_TIMEOUT).is_ok()
-            {
-                self.session.metrics().group_stale();
-            }
         }
         if self.session.shared.options.datagrams {
             self.buf.clear();
@@ -549,8 +531,6 @@ impl GroupSender {
             .map_err(|e| Failure::Stream(e.to_string()))?;
         let _ = stream.finish();
         self.session.metrics().group_sent();
-        self.in_flight
-            .push_back((outgoing.queued + patience, stream));
         Ok(())
     }
 }

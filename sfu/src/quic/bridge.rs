@@ -9,7 +9,7 @@
 //! * **Client → room.** The server asks for the client's announcements; the first broadcast
 //!   announced becomes the participant's published track: its catalog names the Opus track,
 //!   whose frames enter the shard as RTP packets (48 kHz timestamps from microseconds,
-//!   sequence numbers in arrival order, Opus payload type).
+//!   sequence numbers from group numbers, Opus payload type).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,7 +77,7 @@ pub(super) async fn run(
         participant,
         grants: claims.grants,
     };
-    if let Err(err) = context.media.attach(request, tx).await {
+    if let Err(err) = context.media.attach(request, tx.clone()).await {
         session.close(codes::UNAUTHORIZED, &format!("cannot join: {err}"));
         return;
     }
@@ -113,7 +113,7 @@ pub(super) async fn run(
                 }
                 Some(RemoteOut::Event(_)) => {}
                 Some(RemoteOut::Removed) | None => {
-                    session.close(codes::UNAUTHORIZED, "removed from the room");
+                    session.close(codes::UNAUTHORIZED, "removed from the room (kicked, banned, or the same token joined again)");
                     break;
                 }
             },
@@ -126,7 +126,7 @@ pub(super) async fn run(
     }
     ingest.abort();
     drop(slots);
-    context.media.leave(participant);
+    context.media.detach(participant, tx);
 }
 
 /// One slot of the room, served as a broadcast.
@@ -254,21 +254,28 @@ async fn receive(
             return;
         }
     };
-    let mut seq: u16 = 0;
+    // Groups travel on separate streams and may arrive out of order: the group number
+    // orders them (the engine reorders and detects gaps by sequence number). A group with
+    // several frames gets one more number per extra frame.
+    let mut extra: u16 = 0;
+    let mut last_group = None;
     while let Some(frame) = track.next().await {
+        if last_group == Some(frame.group) {
+            extra = extra.wrapping_add(1);
+        }
+        last_group = Some(frame.group);
         media.remote_packet(
             participant,
             RtpIn {
-                seq,
+                seq: (frame.group as u16).wrapping_add(extra),
                 // 48 kHz, modulo 2^32 like any RTP clock.
                 timestamp: (frame.timestamp_us * 48 / 1000) as u32,
-                marker: seq == 0,
+                marker: false,
                 payload_type: OPUS_PAYLOAD_TYPE,
                 payload: Payload::from(&frame.payload[..]),
                 audio_level: None,
             },
         );
-        seq = seq.wrapping_add(1);
     }
 }
 

@@ -99,7 +99,10 @@ impl QuicServer {
             // One stream per audio group: 50 per second per subscribed track.
             .max_concurrent_uni_streams(1024u32.into())
             .max_concurrent_bidi_streams(64u32.into())
-            .datagram_receive_buffer_size(Some(256 * 1024));
+            .datagram_receive_buffer_size(Some(256 * 1024))
+            // Bounds what a congested session can have buffered (about 2 s of 100 listeners'
+            // worth of audio at 96 kb/s... per connection: 2.6 s of ten 96 kb/s tracks).
+            .send_window(320 * 1024);
         server.transport_config(Arc::new(transport));
         let endpoint =
             quinn::Endpoint::server(server, config.addr).map_err(|source| QuicError::Bind {

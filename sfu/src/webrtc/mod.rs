@@ -198,6 +198,10 @@ enum Command {
         participant: ParticipantId,
         packet: RtpIn,
     },
+    Detach {
+        participant: ParticipantId,
+        out: mpsc::Sender<RemoteOut>,
+    },
 }
 
 /// What a client that offers first (WHIP, WHEP) wants.
@@ -390,7 +394,8 @@ impl MediaServer {
 
     /// Adds a participant whose transport runs elsewhere (a moq-lite session): the shard
     /// sends it packets and events on `out` and drops packets when `out` is full, so a slow
-    /// session never holds up the shard. Publish with [`MediaServer::publish`], send packets
+    /// session never holds up the shard. An attached participant already there is replaced
+    /// (its old session gets [`RemoteOut::Removed`]). Publish with [`MediaServer::publish`], send packets
     /// with [`MediaServer::remote_packet`], leave with [`MediaServer::leave`].
     pub async fn attach(
         &self,
@@ -403,6 +408,12 @@ impl MediaServer {
             reply,
         })
         .await
+    }
+
+    /// Removes an attached participant if `out` is still its channel (a session that was taken
+    /// over by a newer one removes nothing).
+    pub fn detach(&self, participant: ParticipantId, out: mpsc::Sender<RemoteOut>) {
+        self.tell(Command::Detach { participant, out });
     }
 
     /// One packet of an attached participant's published track.
@@ -787,6 +798,15 @@ impl Shard {
             } => {
                 let _ = reply.send(self.attach(now, request, out));
             }
+            Command::Detach { participant, out } => {
+                let current = self
+                    .remotes
+                    .get(&participant)
+                    .is_some_and(|remote| remote.out.same_channel(&out));
+                if current {
+                    self.detach(now, participant);
+                }
+            }
             Command::RemotePacket {
                 participant,
                 packet,
@@ -807,18 +827,35 @@ impl Shard {
         out: mpsc::Sender<RemoteOut>,
     ) -> Result<(), MediaError> {
         let participant = request.participant;
-        if self.peers.contains_key(&participant) || self.remotes.contains_key(&participant) {
-            return Err(MediaError::AlreadyJoined);
+        // A new session with the same token takes over (a client that reconnected before the
+        // server noticed its old connection was gone).
+        if let Some(old) = self.remotes.remove(&participant) {
+            let _ = old.out.try_send(RemoteOut::Removed);
+            if let Some(track) = old.track {
+                let _ = self.engine.unpublish_track(now, participant, track);
+            }
+            if !self.peers.contains_key(&participant) {
+                let _ = self.engine.remove_participant(now, participant);
+            }
+        }
+        let remote = Remote {
+            out,
+            grants: request.grants,
+            track: None,
+        };
+        if self.peers.contains_key(&participant) {
+            // The participant's signaling session is here already (a web client with audio
+            // over QUIC): its media moves to this session; the slots it has are handed over.
+            for info in self.engine.slots_of(participant) {
+                let _ = remote
+                    .out
+                    .try_send(RemoteOut::Event(EngineEvent::SlotOpened(info)));
+            }
+            self.remotes.insert(participant, remote);
+            return Ok(());
         }
         // In the map first, so the slots the engine opens at once reach it.
-        self.remotes.insert(
-            participant,
-            Remote {
-                out,
-                grants: request.grants,
-                track: None,
-            },
-        );
+        self.remotes.insert(participant, remote);
         if self
             .engine
             .add_participant(now, request.room, participant, request.grants)
@@ -830,6 +867,20 @@ impl Shard {
         Ok(())
     }
 
+    /// Ends an attached session: with a signaling session still there, only the media it
+    /// carried goes (its track); alone, the participant leaves.
+    fn detach(&mut self, now: Instant, participant: ParticipantId) {
+        if !self.peers.contains_key(&participant) {
+            self.remove(now, participant);
+            return;
+        }
+        if let Some(remote) = self.remotes.remove(&participant)
+            && let Some(track) = remote.track
+        {
+            let _ = self.engine.unpublish_track(now, participant, track);
+        }
+    }
+
     fn join(
         &mut self,
         now: Instant,
@@ -839,9 +890,12 @@ impl Shard {
         if self.peers.contains_key(&request.participant) {
             return Err(MediaError::AlreadyJoined);
         }
-        self.engine
-            .add_participant(now, request.room, request.participant, request.grants)
-            .map_err(|_| MediaError::AlreadyJoined)?;
+        // With a QUIC session of the same participant already attached, the engine has it.
+        if !self.remotes.contains_key(&request.participant) {
+            self.engine
+                .add_participant(now, request.room, request.participant, request.grants)
+                .map_err(|_| MediaError::AlreadyJoined)?;
+        }
         let mut peer = self.new_peer(now, &request, events);
         let offer = peer.offer(true).ok_or(MediaError::NoPendingOffer)?;
         self.insert_peer(peer);
@@ -981,10 +1035,11 @@ impl Shard {
         participant: ParticipantId,
         publish: bool,
     ) -> Result<(), MediaError> {
-        let (grants, slot) = if let Some(peer) = self.peers.get_mut(&participant) {
-            (peer.grants, &mut peer.track)
-        } else if let Some(remote) = self.remotes.get_mut(&participant) {
+        // An attached QUIC session carries the participant's media when there is one.
+        let (grants, slot) = if let Some(remote) = self.remotes.get_mut(&participant) {
             (remote.grants, &mut remote.track)
+        } else if let Some(peer) = self.peers.get_mut(&participant) {
+            (peer.grants, &mut peer.track)
         } else {
             return Err(MediaError::UnknownParticipant);
         };
@@ -1035,8 +1090,10 @@ impl Shard {
         if let Some(remote) = self.remotes.remove(&participant) {
             // A full channel means the session is gone or going; it ends on its own then.
             let _ = remote.out.try_send(RemoteOut::Removed);
-            let _ = self.engine.remove_participant(now, participant);
-            return;
+            if !self.peers.contains_key(&participant) {
+                let _ = self.engine.remove_participant(now, participant);
+                return;
+            }
         }
         let Some(mut peer) = self.peers.remove(&participant) else {
             return;
@@ -1207,8 +1264,11 @@ impl Shard {
             EngineOutput::Forward {
                 to, slot, packet, ..
             } => {
-                let Some(peer) = self.peers.get_mut(&to) else {
+                if self.remotes.contains_key(&to) {
                     return self.forward_remote(to, slot, packet);
+                }
+                let Some(peer) = self.peers.get_mut(&to) else {
+                    return false;
                 };
                 // Until the peer first connects, str0m would queue packets and deliver them
                 // in one burst; a new listener starts with live audio instead.
@@ -1268,9 +1328,9 @@ impl Shard {
         match &event {
             EngineEvent::SlotOpened(info) => {
                 if let Some(remote) = self.remotes.get(&info.subscriber) {
+                    // The QUIC session carries it; the peer (if any) needs no transceiver.
                     let _ = remote.out.try_send(RemoteOut::Event(event.clone()));
-                }
-                if let Some(peer) = self.peers.get_mut(&info.subscriber) {
+                } else if let Some(peer) = self.peers.get_mut(&info.subscriber) {
                     if let Some(mid) = peer.free_mids.pop() {
                         peer.slot_mids.insert(info.id, mid);
                         peer.mid_slots.insert(mid, info.id);
@@ -1303,7 +1363,8 @@ impl Shard {
             for participant in self.engine.participants(room) {
                 if let Some(peer) = self.peers.get(participant) {
                     let _ = peer.events.send(ServerEvent::Room(event.clone()));
-                } else if let Some(remote) = self.remotes.get(participant) {
+                }
+                if let Some(remote) = self.remotes.get(participant) {
                     let _ = remote.out.try_send(RemoteOut::Event(event.clone()));
                 }
             }
