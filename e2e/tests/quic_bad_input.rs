@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,8 +45,13 @@ struct Good {
 
 #[derive(Debug, Default)]
 struct Flow {
-    /// The last counter received.
-    last: Option<u64>,
+    /// Counters received (each group travels on its own stream, so arrival order may differ
+    /// from sending order by a frame or so; duplicates or altered bytes are errors).
+    seen: HashSet<u64>,
+    /// The highest counter received.
+    highest: Option<u64>,
+    /// Frames that arrived after a later one.
+    late: u64,
     received: u64,
     error: Option<String>,
 }
@@ -101,12 +107,18 @@ impl Good {
                 while let Some(frame) = track.next().await {
                     let mut flow = state.lock().unwrap();
                     match opus_counter(&frame.payload) {
-                        Some(n) if flow.last.is_none_or(|last| n > last) => {
-                            flow.last = Some(n);
+                        Some(n) if flow.seen.insert(n) => {
+                            if flow.highest.is_some_and(|highest| n < highest) {
+                                flow.late += 1;
+                            }
+                            flow.highest = flow.highest.max(Some(n));
                             flow.received += 1;
                         }
-                        other => {
-                            let error = format!("frame {other:?} after {:?}", flow.last);
+                        Some(n) => {
+                            flow.error.get_or_insert(format!("frame {n} arrived twice"));
+                        }
+                        None => {
+                            let error = format!("altered bytes: {:02x?}", frame.payload);
                             flow.error.get_or_insert(error);
                         }
                     }
@@ -129,19 +141,20 @@ impl Good {
         let before = self.state.lock().unwrap().received;
         let started = Instant::now();
         loop {
-            {
+            let (received, late, error) = {
                 let flow = self.state.lock().unwrap();
-                if let Some(error) = &flow.error {
-                    panic!("the good listener, after {after}: {error}");
-                }
-                if flow.received >= before + MORE_FRAMES {
-                    println!(
-                        "  good pair after {after}: {} frames so far, {MORE_FRAMES} more in {:?}",
-                        flow.received,
-                        started.elapsed()
-                    );
-                    return;
-                }
+                (flow.received, flow.late, flow.error.clone())
+            };
+            if let Some(error) = error {
+                panic!("the good listener, after {after}: {error}");
+            }
+            if received >= before + MORE_FRAMES {
+                println!(
+                    "  good pair after {after}: {received} frames so far ({late} late), \
+                     {MORE_FRAMES} more in {:?}",
+                    started.elapsed()
+                );
+                return;
             }
             assert!(
                 started.elapsed() < STEP,
@@ -158,6 +171,43 @@ impl Drop for Good {
             task.abort();
         }
     }
+}
+
+/// A stream error code as it is on the wire: web-transport-quinn maps the application's
+/// codes into the HTTP/3 range reserved for WebTransport (`0x52e4a40fa8db + n + n / 0x1e`)
+/// for raw QUIC sessions too, on both ends (moq-net's peers do the same).
+fn stream_code(code: u32) -> VarInt {
+    let code = u64::from(code);
+    VarInt::from_u64(0x52e4_a40f_a8db + code + code / 0x1e).expect("a varint")
+}
+
+/// `token` with its times moved ten minutes into the past, signed with the server's own key
+/// from its data folder (`jwt-keys.json`: PKCS#8 Ed25519 keys by `kid`).
+fn expired_copy(server: &Server, token: &str) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let (header, mut claims) = support::jwt_parts(token);
+    let kid = support::jwt_kid(token);
+    let keys: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(server.data_dir().join("jwt-keys.json")).expect("reading jwt-keys.json"),
+    )
+    .expect("jwt-keys.json is JSON");
+    let pkcs8 = keys["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|key| key["kid"] == kid.as_str()))
+        .and_then(|key| key["pkcs8"].as_str())
+        .unwrap_or_else(|| panic!("no key {kid} in {keys}"));
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(
+        &STANDARD.decode(pkcs8).expect("base64 PKCS#8"),
+    )
+    .expect("an Ed25519 key");
+    let now = support::unix_now();
+    claims["iat"] = (now - 600).into();
+    claims["exp"] = (now - 300).into();
+    let encode = |value: &serde_json::Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let signed = format!("{}.{}", encode(&header), encode(&claims));
+    let signature = URL_SAFE_NO_PAD.encode(pair.sign(signed.as_bytes()));
+    format!("{signed}.{signature}")
 }
 
 /// The wire bytes of a SETUP stream.
@@ -331,7 +381,7 @@ async fn bad_input() {
         .await
         .expect("the unknown bidi stream was not reset");
     assert!(
-        matches!(read, Err(ReadError::Reset(code)) if code == VarInt::from_u32(stream_codes::NOT_FOUND)),
+        matches!(read, Err(ReadError::Reset(code)) if code == stream_code(stream_codes::NOT_FOUND)),
         "unknown bidi stream type: {read:?}"
     );
     let stopped = timeout(STEP, send.stopped())
@@ -339,7 +389,7 @@ async fn bad_input() {
         .expect("the unknown bidi stream was not stopped");
     assert_eq!(
         stopped.ok().flatten(),
-        Some(VarInt::from_u32(stream_codes::NOT_FOUND))
+        Some(stream_code(stream_codes::NOT_FOUND))
     );
     let uni = send_uni(&conn, &[0x30], false).await;
     let stopped = timeout(STEP, uni.stopped())
@@ -347,7 +397,7 @@ async fn bad_input() {
         .expect("the unknown uni stream was not stopped");
     assert_eq!(
         stopped.ok().flatten(),
-        Some(VarInt::from_u32(stream_codes::NOT_FOUND))
+        Some(stream_code(stream_codes::NOT_FOUND))
     );
     println!("unknown stream types: bidi reset and stopped, uni stopped, with NOT_FOUND (0x33)");
     expect_alive("unknown stream types", &conn).await;
@@ -483,7 +533,8 @@ async fn bad_input() {
     .await;
     good.assert_flowing("SETUP problems").await;
 
-    // 8. Bad tokens: a forged signature, a token of another room, not a token at all.
+    // 8. Bad tokens: a forged signature, a token of another room, an expired one (minted with
+    // the server's key), not a token at all.
     let token = &good_listener.token;
     let (signed, signature) = token.rsplit_once('.').expect("a JWT");
     let first = if signature.starts_with('A') { "B" } else { "A" };
@@ -503,6 +554,15 @@ async fn bad_input() {
         &conn,
         close_codes::UNAUTHORIZED,
         "another room",
+    )
+    .await;
+    let expired = expired_copy(&server, &good_listener.token);
+    let conn = raw_session(&endpoint, &room_path(&room.id, &expired)).await;
+    expect_closed(
+        "expired token",
+        &conn,
+        close_codes::UNAUTHORIZED,
+        "ExpiredSignature",
     )
     .await;
     let conn = raw_session(&endpoint, &room_path(&room.id, "not-a-token")).await;
