@@ -52,6 +52,8 @@ pub struct ListenOptions {
     pub duration: Option<Duration>,
     /// Write a timing line per decoded packet (see the latency test).
     pub timing_log: Option<PathBuf>,
+    /// Receive audio as QUIC datagrams rather than streams.
+    pub datagrams: bool,
 }
 
 /// What a listen did.
@@ -79,7 +81,13 @@ pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSum
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
     let mut timing = TimingLog::create(options.timing_log.as_deref())?;
-    let connection = net::connect(target).await?;
+    let connection = net::connect_with(
+        target,
+        net::ConnectOptions {
+            datagrams: options.datagrams,
+        },
+    )
+    .await?;
     let session = connection.session;
     let subscriber = session.subscriber();
     let mut announcements = subscriber

@@ -62,8 +62,24 @@ pub struct Connection {
     pub url: String,
 }
 
+/// How to connect, beyond where.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectOptions {
+    /// Ask the server to send audio groups as QUIC datagrams (unreliable, never retransmitted)
+    /// instead of one stream each.
+    pub datagrams: bool,
+}
+
 /// Signs in if needed, finds the QUIC endpoint and connects.
 pub async fn connect(target: &Target) -> Result<Connection, NetError> {
+    connect_with(target, ConnectOptions::default()).await
+}
+
+/// [`connect`] with options.
+pub async fn connect_with(
+    target: &Target,
+    options: ConnectOptions,
+) -> Result<Connection, NetError> {
     let server = target.server.trim_end_matches('/');
     let http = reqwest::Client::new();
     let hash = get_json(
@@ -109,12 +125,18 @@ pub async fn connect(target: &Target) -> Result<Connection, NetError> {
             (token, url)
         }
     };
-    let session = dial(&url, &token, sha256).await?;
+    let query = if options.datagrams {
+        format!("jwt={token}&datagrams=1")
+    } else {
+        format!("jwt={token}")
+    };
+    let session = dial(&url, &query, sha256).await?;
     Ok(Connection { session, url })
 }
 
-/// Connects to `url` (`https://host:port/room/{id}`), pinning the certificate by its SHA-256.
-pub async fn dial(url: &str, token: &str, sha256: [u8; 32]) -> Result<Session, NetError> {
+/// Connects to `url` (`https://host:port/room/{id}`) with `query` (`jwt={token}`, …) in the
+/// SETUP path, pinning the certificate by its SHA-256.
+pub async fn dial(url: &str, query: &str, sha256: [u8; 32]) -> Result<Session, NetError> {
     let failed = |reason: String| NetError::Quic {
         url: url.to_owned(),
         reason,
@@ -168,7 +190,7 @@ pub async fn dial(url: &str, token: &str, sha256: [u8; 32]) -> Result<Session, N
     Ok(Session::start(
         transport,
         Options {
-            setup: Setup::with_path(&format!("/{path}?jwt={token}")),
+            setup: Setup::with_path(&format!("/{path}?{query}")),
             ..Options::default()
         },
     ))

@@ -19,6 +19,7 @@ struct Room {
     id: String,
     owner_token: String,
     listener_token: String,
+    second_listener_token: String,
 }
 
 async fn room(server: &Server) -> Room {
@@ -27,6 +28,8 @@ async fn room(server: &Server) -> Room {
     let owner_access = str_field(&owner, "/access_token").to_owned();
     let listener = api.register("listener").await;
     let listener_access = str_field(&listener, "/access_token").to_owned();
+    let second = api.register("second").await;
+    let second_access = str_field(&second, "/access_token").to_owned();
     let body = json!({ "name": "quic", "visibility": "public" });
     let room = api
         .post("/api/v1/rooms", Some(&owner_access), body)
@@ -44,6 +47,7 @@ async fn room(server: &Server) -> Room {
     };
     let owner_join: Value = join(owner_access).await;
     let listener_join: Value = join(listener_access).await;
+    let second_join: Value = join(second_access).await;
     let quic = str_field(&owner_join, "/urls/quic");
     assert!(
         quic.starts_with("https://127.0.0.1:") && quic.ends_with(&format!("/room/{id}")),
@@ -52,6 +56,7 @@ async fn room(server: &Server) -> Room {
     Room {
         owner_token: str_field(&owner_join, "/token").to_owned(),
         listener_token: str_field(&listener_join, "/token").to_owned(),
+        second_listener_token: str_field(&second_join, "/token").to_owned(),
         id,
     }
 }
@@ -203,6 +208,23 @@ async fn a_broadcast_file_is_heard_whole_by_a_quic_listener() {
     ])
     .spawn()
     .expect("starting veza listen");
+    // A second listener takes its audio as QUIC datagrams.
+    let datagram_out = dir.path().join("datagrams.wav");
+    let mut datagram_listener = veza(&[
+        "listen",
+        "--server",
+        &base,
+        "--room",
+        &room.id,
+        "--token",
+        &room.second_listener_token,
+        "--out",
+        datagram_out.to_str().unwrap(),
+        "--duration",
+        "9",
+        "--datagrams",
+    ]);
+    let datagram_listener = datagram_listener.spawn().expect("starting veza listen");
     // The listener is in the room before the broadcast starts.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = Instant::now();
@@ -243,6 +265,50 @@ async fn a_broadcast_file_is_heard_whole_by_a_quic_listener() {
         stderr(&listened)
     );
     println!("listen: {}", stderr(&listened).trim());
+
+    let datagrams = datagram_listener
+        .wait_with_output()
+        .await
+        .expect("veza listen --datagrams");
+    assert!(
+        datagrams.status.success(),
+        "listen --datagrams failed: {}",
+        stderr(&datagrams)
+    );
+    println!("listen --datagrams: {}", stderr(&datagrams).trim());
+    let (rate, samples) = read_wav(&datagram_out);
+    let sounding = sounding_seconds(&samples, rate);
+    assert!(
+        (sounding - 5.0).abs() <= 0.1,
+        "over datagrams: sounding {sounding:.3} s"
+    );
+
+    // The QUIC metrics saw it all.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    let (groups, datagrams_sent) = (
+        metric("veza_quic_groups_sent_total"),
+        metric("veza_quic_datagrams_sent_total"),
+    );
+    println!(
+        "metrics: {groups} groups on streams, {datagrams_sent} datagrams, {} stale, {} RTT samples",
+        metric("veza_quic_groups_dropped_stale_total"),
+        metric("veza_quic_rtt_seconds_count")
+    );
+    // 250 to each listener: one on streams, one as datagrams.
+    assert!(groups >= 245.0, "{groups} groups");
+    assert!(datagrams_sent >= 245.0, "{datagrams_sent} datagrams");
+    assert!(metric("veza_quic_rtt_seconds_count") >= 3.0);
 
     let (rate, samples) = read_wav(&out);
     assert_eq!(rate, 48_000, "the listener writes 48 kHz");

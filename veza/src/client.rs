@@ -105,6 +105,9 @@ pub struct ListenArgs {
     /// Append `<packet hash> <unix µs>` per packet decoded to FILE (latency measurement).
     #[arg(long, value_name = "FILE", hide = true)]
     timing_log: Option<PathBuf>,
+    /// Receive audio as QUIC datagrams (lower latency under loss, no retransmission).
+    #[arg(long)]
+    datagrams: bool,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -175,6 +178,7 @@ pub fn listen(args: ListenArgs) -> anyhow::Result<()> {
         output: Output::parse(&args.out),
         duration,
         timing_log: args.timing_log,
+        datagrams: args.datagrams,
     };
     let target = args.target.target()?;
     let summary = runtime()?.block_on(veza_client::listen::listen(&target, options))?;

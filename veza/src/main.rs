@@ -404,6 +404,7 @@ struct SignalingControl {
 impl veza_api::MediaControl for SignalingControl {
     fn remove_user(&self, room: veza_proto::RoomId, user: veza_proto::UserId) {
         self.signaling.remove_user(room, user);
+        self.quic.remove_user(room, user);
     }
 
     fn quic_endpoint(&self) -> Option<veza_api::QuicEndpoint> {

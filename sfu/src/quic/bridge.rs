@@ -82,6 +82,13 @@ pub(super) async fn run(
         return;
     }
     tracing::info!(%participant, room = %claims.room, "QUIC session joined");
+    static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let number = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    context
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(participant, (claims.room, claims.sub, number));
     let ingest = tokio::spawn(ingest(
         session.clone(),
         context.media.clone(),
@@ -127,6 +134,13 @@ pub(super) async fn run(
     ingest.abort();
     drop(slots);
     context.media.detach(participant, tx);
+    let mut sessions = context.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    if sessions
+        .get(&participant)
+        .is_some_and(|(_, _, n)| *n == number)
+    {
+        sessions.remove(&participant);
+    }
 }
 
 /// One slot of the room, served as a broadcast.

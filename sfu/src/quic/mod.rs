@@ -12,14 +12,15 @@
 mod bridge;
 pub mod cert;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use veza_moq::code::session as codes;
 use veza_moq::message::{Setup, UniStreamType};
-use veza_proto::{MediaClaims, RoomId};
+use veza_proto::{MediaClaims, ParticipantId, RoomId, UserId};
 
 use crate::TokenVerifier;
 use crate::webrtc::MediaServer;
@@ -58,6 +59,7 @@ pub enum QuicError {
 pub struct QuicServer {
     endpoint: quinn::Endpoint,
     certificate: CertStore,
+    context: Context,
 }
 
 /// What every session needs.
@@ -65,6 +67,9 @@ pub struct QuicServer {
 struct Context {
     media: MediaServer,
     verifier: Arc<dyn TokenVerifier>,
+    /// Who each open session is, for removals by user (REST bans), with a number telling a
+    /// session from the one that took it over.
+    sessions: Arc<Mutex<HashMap<ParticipantId, (RoomId, UserId, u64)>>>,
 }
 
 /// The ALPNs we accept: raw moq-lite, and HTTP/3 for WebTransport.
@@ -118,11 +123,16 @@ impl QuicServer {
             sha256 = %config.certificate.sha256_hex(),
             "QUIC (moq-lite, WebTransport) listening"
         );
-        let context = Context { media, verifier };
-        tokio::spawn(accept_loop(endpoint.clone(), context));
+        let context = Context {
+            media,
+            verifier,
+            sessions: Arc::default(),
+        };
+        tokio::spawn(accept_loop(endpoint.clone(), context.clone()));
         Ok(Self {
             endpoint,
             certificate: config.certificate,
+            context,
         })
     }
 
@@ -141,6 +151,23 @@ impl QuicServer {
     /// The current leaf certificate, DER encoded.
     pub fn certificate_der(&self) -> CertificateDer<'static> {
         self.certificate.current().der().clone()
+    }
+
+    /// Removes every QUIC session of `user` in `room` from the media path now (a ban); the
+    /// sessions are closed.
+    pub fn remove_user(&self, room: RoomId, user: UserId) {
+        let participants: Vec<ParticipantId> = self
+            .context
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (r, u, _))| (*r, *u) == (room, user))
+            .map(|(participant, _)| *participant)
+            .collect();
+        for participant in participants {
+            self.context.media.leave(participant);
+        }
     }
 
     /// Closes every session (GOAWAY is the cluster issue's) and stops accepting.
