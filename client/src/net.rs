@@ -154,27 +154,7 @@ pub async fn dial(url: &str, query: &str, sha256: [u8; 32]) -> Result<Session, N
         .rsplit_once(':')
         .map_or(authority, |(host, _)| host)
         .trim_matches(['[', ']']);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| failed(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCertificate { sha256, provider }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![veza_moq::ALPN.as_bytes().to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| failed(e.to_string()))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    // A server that went away is noticed within 10 s.
-    transport
-        .keep_alive_interval(Some(std::time::Duration::from_secs(2)))
-        .max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(std::time::Duration::from_secs(10))
-                .expect("10 s is a valid idle timeout"),
-        ))
-        .max_concurrent_uni_streams(1024u32.into());
-    config.transport_config(Arc::new(transport));
+    let config = pinned_client_config(sha256, &[veza_moq::ALPN.as_bytes()]);
     let bind: SocketAddr = if addr.is_ipv6() {
         "[::]:0".parse().expect("valid address")
     } else {
@@ -194,6 +174,33 @@ pub async fn dial(url: &str, query: &str, sha256: [u8; 32]) -> Result<Session, N
             ..Options::default()
         },
     ))
+}
+
+/// A QUIC client configuration that accepts only the certificate with this SHA-256, offering
+/// `alpns`, with keep-alives every 2 s and a 10 s idle timeout (a server that went away is
+/// noticed within 10 s).
+pub fn pinned_client_config(sha256: [u8; 32], alpns: &[&[u8]]) -> quinn::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("the ring provider supports TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCertificate { sha256, provider }))
+        .with_no_client_auth();
+    tls.alpn_protocols = alpns.iter().map(|alpn| alpn.to_vec()).collect();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .expect("a TLS 1.3 configuration with an initial cipher suite");
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(std::time::Duration::from_secs(2)))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(std::time::Duration::from_secs(10))
+                .expect("10 s is a valid idle timeout"),
+        ))
+        .max_concurrent_uni_streams(1024u32.into());
+    config.transport_config(Arc::new(transport));
+    config
 }
 
 async fn get_json(
@@ -239,7 +246,8 @@ async fn answer(
     Err(NetError::Api(format!("{url} answered {status}: {message}")))
 }
 
-fn parse_hex(hex: &str) -> Option<[u8; 32]> {
+/// 64 hex digits as 32 bytes (a certificate hash from the API).
+pub fn parse_hex(hex: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     if hex.len() != 64 {
         return None;

@@ -3,12 +3,7 @@
 //! `veza_moq::session`) on top.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::{Value, json};
 use veza_moq::message::Setup;
 use veza_moq::session::{Options, Session};
@@ -33,7 +28,7 @@ impl Endpoint {
             .await
             .expect(200, "certificate hash");
         assert_eq!(hash["algorithm"], "sha-256", "{hash}");
-        let sha256 = parse_hex(str_field(&hash, "/value"))
+        let sha256 = veza_client::net::parse_hex(str_field(&hash, "/value"))
             .unwrap_or_else(|| panic!("not a hex SHA-256: {hash}"));
         let url = str_field(&hash, "/url");
         let authority = url
@@ -45,27 +40,9 @@ impl Endpoint {
         Self { addr, sha256 }
     }
 
-    /// A TLS configuration for QUIC that accepts only this certificate, offering `alpns`.
+    /// A QUIC configuration that accepts only this certificate, offering `alpns`.
     pub fn client_config(&self, alpns: &[&[u8]]) -> quinn::ClientConfig {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                sha256: self.sha256,
-                provider,
-            }))
-            .with_no_client_auth();
-        tls.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .keep_alive_interval(Some(Duration::from_secs(2)))
-            .max_concurrent_uni_streams(1024u32.into());
-        config.transport_config(Arc::new(transport));
-        config
+        veza_client::net::pinned_client_config(self.sha256, alpns)
     }
 
     /// A QUIC connection from a fresh loopback client endpoint, offering `alpns`.
@@ -205,17 +182,6 @@ async fn join(server: &Server, room: &str, access: &str) -> Member {
     }
 }
 
-fn parse_hex(hex: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Fake Opus packet number `n`: an 8-byte big-endian counter, then bytes derived from it
 /// (the SFU never decodes Opus), `len` bytes in all (at least 8).
 pub fn opus_payload(n: u64, len: usize) -> Vec<u8> {
@@ -228,60 +194,4 @@ pub fn opus_payload(n: u64, len: usize) -> Vec<u8> {
 pub fn opus_counter(bytes: &[u8]) -> Option<u64> {
     let n = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
     (bytes == opus_payload(n, bytes.len()).as_slice()).then_some(n)
-}
-
-/// Accepts exactly the pinned certificate, checking handshake signatures with it.
-#[derive(Debug)]
-struct Pinned {
-    sha256: [u8; 32],
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let digest = ring::digest::digest(&ring::digest::SHA256, end_entity);
-        if digest.as_ref() == self.sha256 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "not the published certificate".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("QUIC is TLS 1.3 only".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

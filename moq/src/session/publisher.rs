@@ -61,8 +61,15 @@ impl State {
         });
     }
 
-    fn get(&self, path: &str) -> Option<Arc<Broadcast>> {
-        self.broadcasts.borrow().get(path).cloned()
+    /// The broadcast at `path` if it has `track` (its catalog or its audio) and, when `epoch`
+    /// is not 0, that epoch.
+    fn find(&self, path: &str, track: &str, epoch: u64) -> Option<Arc<Broadcast>> {
+        self.broadcasts
+            .borrow()
+            .get(path)
+            .filter(|b| epoch == 0 || epoch == b.epoch)
+            .filter(|b| track == CATALOG_TRACK || track == b.info.track)
+            .cloned()
     }
 }
 
@@ -295,9 +302,7 @@ impl Session {
         let found = self
             .shared
             .publisher
-            .get(&request.broadcast)
-            .filter(|b| request.epoch == 0 || request.epoch == b.epoch)
-            .filter(|b| request.track == CATALOG_TRACK || request.track == b.info.track);
+            .find(&request.broadcast, &request.track, request.epoch);
         let Some(broadcast) = found else {
             let _ = send.reset(codes::NOT_FOUND);
             return Ok(());
@@ -330,9 +335,7 @@ impl Session {
         let found = self
             .shared
             .publisher
-            .get(&request.broadcast)
-            .filter(|b| request.epoch == 0 || request.epoch == b.epoch)
-            .filter(|b| request.track == CATALOG_TRACK || request.track == b.info.track);
+            .find(&request.broadcast, &request.track, request.epoch);
         let Some(broadcast) = found else {
             let _ = send.reset(codes::NOT_FOUND);
             return Ok(());
