@@ -120,6 +120,11 @@ pub trait MediaControl: Send + Sync + std::fmt::Debug + 'static {
     fn quic_endpoint(&self) -> Option<QuicEndpoint> {
         None
     }
+
+    /// Who is in `room` now: (participants, publishers), over every transport.
+    fn room_live(&self, _room: RoomId) -> (u32, u32) {
+        (0, 0)
+    }
 }
 
 /// Where clients reach moq-lite over QUIC, and the certificate they should expect.
@@ -163,6 +168,14 @@ impl AppState {
     /// Connects the media path (once; later calls are ignored).
     pub fn set_media_control(&self, media: Arc<dyn MediaControl>) {
         let _ = self.inner.media.set(media);
+    }
+
+    /// Who is in `room` now on the media path: (participants, publishers).
+    pub(crate) fn room_live(&self, room: RoomId) -> (u32, u32) {
+        self.inner
+            .media
+            .get()
+            .map_or((0, 0), |media| media.room_live(room))
     }
 
     /// The QUIC endpoint, when a media path with QUIC is connected.

@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
         crate::messages::edit_message, crate::messages::delete_message,
         crate::messages::mute, crate::messages::unmute,
         crate::admin::audit_log,
-        crate::ops::healthz, crate::ops::readyz, crate::ops::quic_certificate_hash, crate::ops::metrics, crate::ops::openapi,
+        crate::rooms::live, crate::ops::healthz, crate::ops::readyz, crate::ops::quic_certificate_hash, crate::ops::metrics, crate::ops::openapi,
     ),
     modifiers(&BearerAuth)
 )]

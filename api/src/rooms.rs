@@ -32,6 +32,7 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/api/v1/rooms/{id}/bans/{user_id}", post(ban).delete(unban))
         .route("/api/v1/rooms/{id}/join", post(join))
+        .route("/api/v1/rooms/{id}/live", get(live))
 }
 
 /// A room as the API shows it.
@@ -599,6 +600,40 @@ pub(crate) async fn unban(
         .audit(&state, user.id, ip, "unban", String::new())
         .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who is in the room right now (participants over every transport, and how many publish),
+/// for clients holding the room's media token — `veza broadcast` shows its listeners with it.
+#[utoipa::path(get, path = "/api/v1/rooms/{id}/live", tag = "rooms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "room id")),
+    responses((status = 200, description = "`{\"participants\": n, \"publishers\": n}`"),
+              (status = 401, body = crate::error::ErrorBody)))]
+pub(crate) async fn live(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id: RoomId = parse_id(&id, "room id")?;
+    let token = crate::extract::bearer_in(&headers).ok_or_else(|| {
+        ApiError::unauthorized("missing_token", "Authorization: Bearer <media token>")
+    })?;
+    let claims = state.keys.verify_media(token).map_err(|err| {
+        ApiError::unauthorized(
+            "invalid_token",
+            format!("the media token is not valid: {err}"),
+        )
+    })?;
+    if claims.room != id {
+        return Err(ApiError::unauthorized(
+            "invalid_token",
+            "the media token is for another room",
+        ));
+    }
+    let (participants, publishers) = state.room_live(id);
+    Ok(Json(serde_json::json!({
+        "participants": participants,
+        "publishers": publishers,
+    })))
 }
 
 /// Join a room: a media token whose grants follow the caller's role, and where to connect.

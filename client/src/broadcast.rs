@@ -7,6 +7,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -84,6 +86,14 @@ pub async fn broadcast(
 
     let connection = net::connect(target).await?;
     let session = connection.session;
+    let listeners = Arc::new(AtomicU64::new(0));
+    let counting = options.progress.then(|| {
+        tokio::spawn(count_listeners(
+            target.clone(),
+            connection.token,
+            listeners.clone(),
+        ))
+    });
     let writer = session.publisher().publish(
         &options.name,
         AudioInfo {
@@ -128,11 +138,14 @@ pub async fn broadcast(
         summary.duration += FRAME;
         if progress && Instant::now() >= next_progress {
             next_progress += Duration::from_millis(250);
-            print_progress(&summary, total, writer.subscribers());
+            print_progress(&summary, total, listeners.load(Ordering::Relaxed));
         }
     }
     if progress {
         eprintln!();
+    }
+    if let Some(task) = counting {
+        task.abort();
     }
     // Let the last groups leave before the session closes.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -197,14 +210,26 @@ async fn wait_for_subscriber(
     Ok(())
 }
 
-fn print_progress(summary: &BroadcastSummary, total: Option<Duration>, subscribers: usize) {
+/// Keeps `listeners` at the room's other participants, asking the API every 2 s.
+async fn count_listeners(target: Target, token: String, listeners: Arc<AtomicU64>) {
+    loop {
+        if let Ok((participants, _)) = net::room_live(&target, &token).await {
+            listeners.store(participants.saturating_sub(1), Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn print_progress(summary: &BroadcastSummary, total: Option<Duration>, listeners: u64) {
     let elapsed = clock(summary.duration);
     let total = total.map_or_else(|| "live".to_owned(), clock);
     let seconds = summary.duration.as_secs_f64().max(0.02);
     let kbps = summary.bytes as f64 * 8.0 / seconds / 1000.0;
-    let state = if subscribers > 0 { "on air" } else { "waiting" };
     let mut err = std::io::stderr();
-    let _ = write!(err, "\r{elapsed} / {total}  {kbps:5.1} kb/s  {state}   ");
+    let _ = write!(
+        err,
+        "\r{elapsed} / {total}  {kbps:5.1} kb/s  {listeners} listening   "
+    );
     let _ = err.flush();
 }
 

@@ -60,6 +60,8 @@ pub struct Connection {
     pub session: Session,
     /// The QUIC URL it went to.
     pub url: String,
+    /// The media token in use.
+    pub token: String,
 }
 
 /// How to connect, beyond where.
@@ -131,7 +133,11 @@ pub async fn connect_with(
         format!("jwt={token}")
     };
     let session = dial(&url, &query, sha256).await?;
-    Ok(Connection { session, url })
+    Ok(Connection {
+        session,
+        url,
+        token,
+    })
 }
 
 /// Connects to `url` (`https://host:port/room/{id}`) with `query` (`jwt={token}`, …) in the
@@ -201,6 +207,17 @@ pub fn pinned_client_config(sha256: [u8; 32], alpns: &[&[u8]]) -> quinn::ClientC
         .max_concurrent_uni_streams(1024u32.into());
     config.transport_config(Arc::new(transport));
     config
+}
+
+/// Who is in the room now: `(participants, publishers)`, from `GET /api/v1/rooms/{id}/live`.
+pub async fn room_live(target: &Target, token: &str) -> Result<(u64, u64), NetError> {
+    let server = target.server.trim_end_matches('/');
+    let url = format!("{server}/api/v1/rooms/{}/live", target.room);
+    let live = get_json(&reqwest::Client::new(), &url, Some(token)).await?;
+    Ok((
+        live["participants"].as_u64().unwrap_or(0),
+        live["publishers"].as_u64().unwrap_or(0),
+    ))
 }
 
 async fn get_json(

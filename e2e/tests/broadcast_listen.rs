@@ -240,9 +240,24 @@ async fn a_broadcast_file_is_heard_whole_by_a_quic_listener() {
         "--timing-log",
         tx_log.to_str().unwrap(),
     ])
-    .output()
-    .await
-    .expect("running veza broadcast");
+    .spawn()
+    .expect("starting veza broadcast");
+    // Mid-broadcast the room has three participants over QUIC, one of them publishing.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let live = server
+        .api()
+        .get(
+            &format!("/api/v1/rooms/{}/live", room.id),
+            Some(&room.listener_token),
+        )
+        .await
+        .expect(200, "live counts");
+    println!("live: {live}");
+    assert_eq!(live, json!({ "participants": 3, "publishers": 1 }));
+    let broadcast = broadcast
+        .wait_with_output()
+        .await
+        .expect("running veza broadcast");
     let took = started.elapsed();
     assert!(
         broadcast.status.success(),

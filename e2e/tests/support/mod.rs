@@ -281,6 +281,11 @@ impl Server {
         self.port
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's data folder (`--data-dir`).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

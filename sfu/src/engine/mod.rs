@@ -681,6 +681,11 @@ impl Engine {
         self.participants.get(&participant).map(|p| p.room)
     }
 
+    /// Every room with at least one participant.
+    pub fn rooms(&self) -> impl Iterator<Item = RoomId> + '_ {
+        self.rooms.keys().copied()
+    }
+
     /// Who is in `room`, in join order (empty for an unknown room).
     pub fn participants(&self, room: RoomId) -> &[ParticipantId] {
         self.rooms

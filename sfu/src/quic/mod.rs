@@ -136,6 +136,11 @@ impl QuicServer {
         })
     }
 
+    /// The media shard the sessions join.
+    pub fn media(&self) -> &MediaServer {
+        &self.context.media
+    }
+
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint

@@ -122,6 +122,18 @@ pub enum ServerEvent {
     Removed,
 }
 
+/// Who is in a room right now, as the media shard last counted (once a second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoomLive {
+    /// Participants over every transport.
+    pub participants: u32,
+    /// Those publishing a track.
+    pub publishers: u32,
+}
+
+/// Room counts, written by the shard and read by anyone.
+type LiveRooms = Arc<std::sync::RwLock<HashMap<RoomId, RoomLive>>>;
+
 /// What the shard sends a participant whose transport runs outside the shard (moq-lite over
 /// QUIC): packets already rewritten for its slots, and room events.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +229,7 @@ pub enum IngestKind {
 #[derive(Debug, Clone)]
 pub struct MediaServer {
     commands: mpsc::UnboundedSender<Command>,
+    live: LiveRooms,
     local_addr: SocketAddr,
     candidates: Arc<[SocketAddr]>,
     metrics: MediaMetrics,
@@ -252,7 +265,8 @@ impl MediaServer {
             .map(|ip| SocketAddr::new(ip, local_addr.port()))
             .collect();
         let (commands, rx) = mpsc::unbounded_channel();
-        let shard = Shard::new(
+        let live = LiveRooms::default();
+        let mut shard = Shard::new(
             socket,
             rx,
             engine,
@@ -260,10 +274,12 @@ impl MediaServer {
             config.reconnect_grace,
             metrics.clone(),
         );
+        shard.live = live.clone();
         tokio::spawn(shard.run());
         tracing::info!(addr = %local_addr, candidates = ?candidates, "WebRTC media listening");
         Ok(Self {
             commands,
+            live,
             local_addr,
             candidates,
             metrics,
@@ -273,6 +289,15 @@ impl MediaServer {
     /// The metrics the shard reports to; signaling counts its sessions here too.
     pub fn metrics(&self) -> &MediaMetrics {
         &self.metrics
+    }
+
+    /// Who is in `room` (as of the last second); `None` when nobody is.
+    pub fn room_live(&self, room: RoomId) -> Option<RoomLive> {
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&room)
+            .copied()
     }
 
     /// The bound UDP address.
@@ -562,6 +587,8 @@ struct Shard {
     /// When the last fresh (not resent) forward of the current input was written to its
     /// subscriber's stream.
     forwarded_at: Option<Instant>,
+    /// Room counts for [`MediaServer::room_live`], refreshed with the metrics.
+    live: LiveRooms,
 }
 
 impl Shard {
@@ -590,6 +617,7 @@ impl Shard {
             reported: Stats::default(),
             metrics_due: Instant::now(),
             forwarded_at: None,
+            live: LiveRooms::default(),
         }
     }
 
@@ -634,6 +662,24 @@ impl Shard {
         self.metrics.sync_engine(&self.reported, &stats);
         self.metrics.set_peers(self.peers.len());
         self.reported = stats;
+        let live: HashMap<RoomId, RoomLive> = self
+            .engine
+            .rooms()
+            .map(|room| {
+                let participants = self.engine.participants(room);
+                let publishers = participants
+                    .iter()
+                    .filter(|p| self.engine.track_of(**p).is_some())
+                    .count();
+                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                let counts = RoomLive {
+                    participants: count(participants.len()),
+                    publishers: count(publishers),
+                };
+                (room, counts)
+            })
+            .collect();
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = live;
     }
 
     fn next_deadline(&mut self) -> Instant {
