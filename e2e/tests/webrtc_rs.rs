@@ -3,7 +3,8 @@
 //! browser. The publisher sends distinct fake Opus payloads (the SFU never decodes them) at
 //! real time; the listener must connect, get nearly every packet sent after it connected with
 //! the payload bytes unchanged, sequence numbers and timestamps continuous, and an SSRC of its
-//! own (the SFU rewrites the stream per subscriber).
+//! own (the SFU rewrites the stream per subscriber). A third participant listens over QUIC
+//! (moq-lite) and gets the same payloads byte for byte: no transcoding across transports.
 
 mod support;
 
@@ -452,6 +453,39 @@ async fn publish_and_listen() {
     let subscriber_connect = subscribe_started.elapsed();
     let first_after_connect = sent.load(Ordering::SeqCst);
 
+    // A third participant listens over QUIC (moq-lite): the WebRTC publisher is a broadcast
+    // named by its participant id, and its payloads arrive byte for byte.
+    let quic_user = api.register("quic-listener").await;
+    let quic_access = str_field(&quic_user, "/access_token").to_owned();
+    let quic_join = join(&server, &room_id, &quic_access).await;
+    let quic_session = support::quic::Endpoint::of(&server)
+        .await
+        .session(&room_id, str_field(&quic_join, "/token"))
+        .await;
+    let quic_subscriber = quic_session.subscriber();
+    let mut announced = quic_subscriber.announced("").await.expect("announcements");
+    let broadcast = timeout(Duration::from_secs(5), announced.next())
+        .await
+        .expect("an announcement within 5 s")
+        .expect("the announce stream")
+        .expect("a broadcast");
+    assert_eq!(
+        broadcast.path, owner_participant,
+        "the broadcast is the publisher"
+    );
+    let mut quic_track = quic_subscriber
+        .subscribe_audio(&broadcast.path, Duration::from_millis(500))
+        .await
+        .expect("subscribing over QUIC");
+    let quic_first = sent.load(Ordering::SeqCst);
+    let quic_reader = tokio::spawn(async move {
+        let mut frames = Vec::new();
+        while let Some(frame) = quic_track.next().await {
+            frames.push(frame.payload);
+        }
+        frames
+    });
+
     tokio::time::sleep(LISTEN_FOR).await;
     stop.send_replace(true);
     let send_errors = timeout(Duration::from_secs(5), sender)
@@ -461,6 +495,27 @@ async fn publish_and_listen() {
     let total_sent = sent.load(Ordering::SeqCst);
     tokio::time::sleep(DRAIN).await;
     reader.abort();
+    quic_session.close(0, "done");
+    let quic_frames = timeout(Duration::from_secs(5), quic_reader)
+        .await
+        .expect("the QUIC reader ends with the session")
+        .expect("the QUIC reader task");
+    let quic_counters: Vec<Option<u64>> = quic_frames.iter().map(|p| decode(p)).collect();
+    let quic_expected = total_sent - quic_first;
+    println!(
+        "QUIC listener: {} frames of the {quic_expected} sent after it subscribed, {} altered",
+        quic_frames.len(),
+        quic_counters.iter().filter(|n| n.is_none()).count()
+    );
+    assert!(
+        quic_counters.iter().all(Option::is_some),
+        "a payload crossed from WebRTC to QUIC altered"
+    );
+    assert!(
+        quic_frames.len() as f64 >= 0.9 * quic_expected as f64,
+        "the QUIC listener got {} of {quic_expected} frames",
+        quic_frames.len()
+    );
     let mut received = Vec::new();
     while let Ok(packet) = packets.try_recv() {
         received.push(packet);
