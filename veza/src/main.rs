@@ -6,6 +6,7 @@
 
 mod client;
 mod config;
+mod loadtest;
 mod web;
 
 use std::net::SocketAddr;
@@ -80,6 +81,8 @@ enum Command {
     Broadcast(client::BroadcastArgs),
     /// Listen to a room over QUIC and write WAV or Ogg Opus.
     Listen(client::ListenArgs),
+    /// Load-test a running server with many WebRTC or QUIC peers, or measure this machine.
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +142,7 @@ fn main() -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Broadcast(args) => return client::broadcast(args),
         Command::Listen(args) => return client::listen(args),
+        Command::Loadtest(args) => return loadtest::loadtest(args),
         other => other,
     };
     let mut config = Config::from_file(cli.config.as_deref())?;
@@ -211,7 +215,10 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
-            Command::Turn { .. } | Command::Broadcast(_) | Command::Listen(_) => {
+            Command::Turn { .. }
+            | Command::Broadcast(_)
+            | Command::Listen(_)
+            | Command::Loadtest(_) => {
                 unreachable!("handled before the configuration is read")
             }
         }
@@ -405,6 +412,13 @@ impl veza_api::MediaControl for SignalingControl {
     fn remove_user(&self, room: veza_proto::RoomId, user: veza_proto::UserId) {
         self.signaling.remove_user(room, user);
         self.quic.remove_user(room, user);
+    }
+
+    fn room_live(&self, room: veza_proto::RoomId) -> (u32, u32) {
+        self.quic
+            .media()
+            .room_live(room)
+            .map_or((0, 0), |live| (live.participants, live.publishers))
     }
 
     fn quic_endpoint(&self) -> Option<veza_api::QuicEndpoint> {

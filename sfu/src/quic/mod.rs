@@ -62,14 +62,17 @@ pub struct QuicServer {
     context: Context,
 }
 
+/// Each open session's room and user, with a number telling a session from the one that took
+/// it over.
+type Sessions = Arc<Mutex<HashMap<ParticipantId, (RoomId, UserId, u64)>>>;
+
 /// What every session needs.
 #[derive(Clone)]
 struct Context {
     media: MediaServer,
     verifier: Arc<dyn TokenVerifier>,
-    /// Who each open session is, for removals by user (REST bans), with a number telling a
-    /// session from the one that took it over.
-    sessions: Arc<Mutex<HashMap<ParticipantId, (RoomId, UserId, u64)>>>,
+    /// Who each open session is, for removals by user (REST bans).
+    sessions: Sessions,
 }
 
 /// The ALPNs we accept: raw moq-lite, and HTTP/3 for WebTransport.

@@ -1,0 +1,255 @@
+//! The coordinator of a run: setup, publishers, subscribers, the measured window, the report.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::api::{self, Api};
+use crate::live::Live;
+use crate::peer::{CONNECT_TIMEOUT, Context, Outcome, Role};
+use crate::report::Report;
+use crate::{Error, Options, Transport, clock, proc, progress, quic, tone, webrtc};
+
+/// Time after every peer is ready before measuring starts, so start-up transients settle.
+const SETTLE: Duration = Duration::from_millis(500);
+/// How long peers get to wind down after the window.
+const WIND_DOWN: Duration = Duration::from_secs(10);
+
+/// Runs a load test and returns its figures.
+pub fn run(options: &Options) -> Result<Report, Error> {
+    if options.rooms == 0 || options.publishers == 0 || options.subscribers == 0 {
+        return Err(Error::Setup(
+            "--rooms, --publishers and --subscribers must be at least 1".into(),
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads.max(1))
+        .thread_name("veza-loadtest")
+        .enable_all()
+        .build()?;
+    runtime.block_on(coordinate(options))
+}
+
+async fn coordinate(options: &Options) -> Result<Report, Error> {
+    clock::start();
+    let api = Api::new(&options.server)?;
+    let server_addr = resolve(&options.server).await?;
+    let prefix = format!("lt{:06x}", run_id() & 0xff_ffff);
+    let plans = api::prepare(
+        &api,
+        &prefix,
+        options.rooms,
+        options.publishers,
+        options.subscribers,
+    )
+    .await?;
+    let sha256 = match options.transport {
+        Transport::Quic => Some(api.quic_certificate().await?),
+        Transport::WebRtc => None,
+    };
+    let packets: Arc<[Vec<u8>]> = tone::packets()?.into();
+    let cert = webrtc::certificate();
+    let local_ip = webrtc::local_ip_towards(server_addr);
+
+    let live = Arc::new(Live::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let (phase_tx, phase) = watch::channel("connecting");
+    let ctx = Context {
+        api: api.clone(),
+        live: live.clone(),
+        packets,
+        connecting: Arc::new(Semaphore::new(options.concurrent_connects.max(1))),
+        stop,
+    };
+    let total_publishers = options.rooms * options.publishers;
+    let total_subscribers = options.rooms * options.subscribers;
+    let (progress_stop, progress_stopped) = watch::channel(false);
+    let progress = options.progress.then(|| {
+        tokio::spawn(progress::show(
+            live.clone(),
+            total_publishers,
+            total_subscribers,
+            phase,
+            progress_stopped,
+        ))
+    });
+
+    let spawn = |tasks: &mut JoinSet<Outcome>, role, ticket, publishers| {
+        let ctx = ctx.clone();
+        match (options.transport, sha256) {
+            (Transport::Quic, Some(sha256)) => {
+                tasks.spawn(quic::run(role, ticket, publishers, sha256, ctx))
+            }
+            _ => tasks.spawn(webrtc::run(
+                role,
+                ticket,
+                publishers,
+                local_ip,
+                cert.clone(),
+                ctx,
+            )),
+        };
+    };
+    let mut tasks = JoinSet::new();
+    // Publishers first, so every subscriber finds them all.
+    for plan in &plans {
+        for ticket in &plan.publishers {
+            spawn(
+                &mut tasks,
+                Role::Publisher,
+                ticket.clone(),
+                plan.publishers.len(),
+            );
+        }
+    }
+    let deadline = Instant::now() + connect_budget(total_publishers, options);
+    wait_until(deadline, || {
+        live.publishers_ready.load(Ordering::Relaxed) + live.failed.load(Ordering::Relaxed)
+            >= total_publishers
+    })
+    .await;
+    let failed_publishers = live.failed.load(Ordering::Relaxed);
+    for plan in &plans {
+        for ticket in &plan.subscribers {
+            spawn(
+                &mut tasks,
+                Role::Subscriber,
+                ticket.clone(),
+                plan.publishers.len(),
+            );
+        }
+    }
+    let deadline = Instant::now() + connect_budget(total_subscribers, options);
+    wait_until(deadline, || {
+        live.subscribers_ready.load(Ordering::Relaxed) + live.failed.load(Ordering::Relaxed)
+            - failed_publishers
+            >= total_subscribers
+    })
+    .await;
+    if live.subscribers_ready.load(Ordering::Relaxed) > 0 {
+        tokio::time::sleep(SETTLE).await;
+    }
+
+    // The measured window.
+    phase_tx.send_replace("measuring");
+    let server_pid = options.server_pid.map(|pid| pid.to_string());
+    let server_cpu = server_pid.as_deref().map(proc::cpu_ticks).transpose()?;
+    let own_cpu = proc::cpu_ticks("self").ok();
+    let sent_before = live.sent.load(Ordering::Relaxed);
+    let opened = clock::now_us();
+    live.open_window(opened);
+    // Nothing to measure without peers on both sides: end now, with the errors.
+    let nobody = live.publishers_ready.load(Ordering::Relaxed) == 0
+        || live.subscribers_ready.load(Ordering::Relaxed) == 0;
+    if !nobody {
+        tokio::time::sleep(options.duration).await;
+    }
+    let closed = clock::now_us();
+    live.close_window(closed);
+    let server_cpu = match (&server_pid, server_cpu) {
+        (Some(pid), Some(before)) => Some(proc::cpu_ticks(pid)?.saturating_sub(before)),
+        _ => None,
+    };
+    let own_cpu = own_cpu.and_then(|before| Some(proc::cpu_ticks("self").ok()? - before));
+    let server_rss = server_pid.as_deref().map(proc::rss_bytes).transpose()?;
+    let sent = live.sent.load(Ordering::Relaxed) - sent_before;
+    let duration = Duration::from_micros(closed - opened);
+
+    phase_tx.send_replace("stopping");
+    stop_tx.send_replace(true);
+    let mut outcomes = Vec::with_capacity(total_publishers + total_subscribers);
+    let wind_down = tokio::time::sleep(WIND_DOWN);
+    tokio::pin!(wind_down);
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(Ok(outcome)) => outcomes.push(outcome),
+                Some(Err(err)) => outcomes.push(Outcome::failed(
+                    Role::Subscriber, None, format!("peer task: {err}"), &live,
+                )),
+                None => break,
+            },
+            () = &mut wind_down => {
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    progress_stop.send_replace(true);
+    if let Some(progress) = progress {
+        let _ = progress.await;
+    }
+
+    let ticks = proc::ticks_per_second() as f64;
+    let mut report = Report {
+        transport: options.transport,
+        rooms: options.rooms,
+        publishers: options.publishers,
+        subscribers: options.subscribers,
+        duration,
+        measured: Default::default(),
+        connect_us: Vec::new(),
+        publishers_connected: 0,
+        subscribers_connected: 0,
+        failed: 0,
+        errors: Vec::new(),
+        sent_pps: sent as f64 / duration.as_secs_f64().max(1e-9),
+        server_cpu_seconds: server_cpu.map(|t| t as f64 / ticks),
+        server_rss_bytes: server_rss,
+        loadtest_cpu_seconds: own_cpu.map(|t| t as f64 / ticks),
+    };
+    report.outcomes(&outcomes);
+    Ok(report)
+}
+
+/// How long `peers` peers may take to get ready.
+fn connect_budget(peers: usize, options: &Options) -> Duration {
+    let waves = peers.div_ceil(options.concurrent_connects.max(1)) as u32;
+    CONNECT_TIMEOUT + Duration::from_millis(200) * waves
+}
+
+async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) {
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The server's address from its base URL.
+async fn resolve(server: &str) -> Result<SocketAddr, Error> {
+    let rest = server
+        .strip_prefix("http://")
+        .or_else(|| server.strip_prefix("https://"))
+        .ok_or_else(|| Error::Setup(format!("--server {server} is not an http(s) URL")))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else if server.starts_with("https://") {
+        format!("{authority}:443")
+    } else {
+        format!("{authority}:80")
+    };
+    tokio::net::lookup_host(&with_port)
+        .await
+        .map_err(|e| Error::Setup(format!("resolving {authority}: {e}")))?
+        .next()
+        .ok_or_else(|| Error::Setup(format!("{authority} has no address")))
+}
+
+/// A number that differs from run to run, for unique user names.
+fn run_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
