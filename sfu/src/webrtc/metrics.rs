@@ -424,7 +424,7 @@ mod tests {
     use crate::engine::Dropped;
 
     /// Every metric name, as rendered.
-    const NAMES: [&str; 18] = [
+    const NAMES: [&str; 23] = [
         "veza_media_rooms",
         "veza_media_participants",
         "veza_media_tracks",
@@ -443,6 +443,11 @@ mod tests {
         "veza_media_ice_connect_seconds",
         "veza_signaling_joins_total",
         "veza_signaling_sessions",
+        "veza_quic_sessions",
+        "veza_quic_groups_sent_total",
+        "veza_quic_datagrams_sent_total",
+        "veza_quic_groups_dropped_stale_total",
+        "veza_quic_rtt_seconds",
     ];
 
     fn render(registry: &Registry) -> String {
@@ -478,7 +483,7 @@ mod tests {
         );
         for reason in ENGINE_DROP_REASONS
             .iter()
-            .chain(&["no_peer", "unparseable"])
+            .chain(&["no_peer", "unparseable", "backlog"])
         {
             assert!(
                 text.contains(&format!(
