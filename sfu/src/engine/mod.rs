@@ -142,7 +142,8 @@ use nack::{ResendLimiter, Verdict};
 use room::{Participant, Room, Slot, Track};
 use slot::Rewriter;
 use speakers::{LevelMeter, MeterParams, Ranked};
-use types::{IdHash, SplitMix64};
+pub(crate) use types::IdHash;
+use types::SplitMix64;
 
 /// The most active-speaker slots one subscriber may have.
 pub const MAX_SPEAKER_SLOTS: u8 = 16;

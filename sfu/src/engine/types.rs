@@ -253,7 +253,14 @@ impl Hasher for IdHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        // Ids are 16-byte UUIDs: two words, not sixteen bytes.
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(word);
+            self.write_u64(u64::from_le_bytes(buf));
+        }
+        for &b in words.remainder() {
             self.write_u64(u64::from(b));
         }
     }

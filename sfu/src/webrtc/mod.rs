@@ -13,6 +13,7 @@
 //! reports to Prometheus through [`MediaMetrics`].
 
 mod metrics;
+mod outbox;
 mod stun;
 
 use std::cmp::Reverse;
@@ -33,8 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 use veza_proto::{Grants, ParticipantId, RoomId, TrackId};
 
 use crate::engine::{
-    AudioLevel, Engine, Event as EngineEvent, MAX_SPEAKER_SLOTS, Output as EngineOutput, RtpIn,
-    RtpOut, SlotId, Stats, SubscribeMode,
+    AudioLevel, Engine, Event as EngineEvent, IdHash, MAX_SPEAKER_SLOTS, Output as EngineOutput,
+    RtpIn, RtpOut, SlotId, Stats, SubscribeMode,
 };
 
 pub use metrics::{JoinOutcome, MediaMetrics, QuicSessionGuard, SessionGuard};
@@ -560,8 +561,15 @@ struct Peer {
     connecting_since: Option<Instant>,
     /// When the connection dropped, for the reconnect grace period.
     disconnected_at: Option<Instant>,
+    /// When str0m last asked to be woken.
     timeout: Instant,
+    /// The earliest wake-up of this peer in the timer heap (so a peer drained after every
+    /// forwarded packet does not push an entry each time).
+    scheduled: Option<Instant>,
 }
+
+/// Datagrams taken from the socket per wake-up before the output is flushed.
+const RECEIVE_BATCH: usize = 32;
 
 /// The single task that owns the socket, the peers and the engine.
 struct Shard {
@@ -570,15 +578,17 @@ struct Shard {
     engine: Engine,
     candidates: Arc<[SocketAddr]>,
     grace: Duration,
-    peers: HashMap<ParticipantId, Peer>,
-    remotes: HashMap<ParticipantId, Remote>,
+    peers: HashMap<ParticipantId, Peer, IdHash>,
+    remotes: HashMap<ParticipantId, Remote, IdHash>,
     by_ufrag: HashMap<String, ParticipantId>,
-    by_addr: HashMap<SocketAddr, ParticipantId>,
+    by_addr: HashMap<SocketAddr, ParticipantId, IdHash>,
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     /// Peers with output to drain after an input.
-    dirty: HashSet<ParticipantId>,
+    dirty: HashSet<ParticipantId, IdHash>,
     /// Reused buffer for draining `dirty`, so the hot path does not allocate.
     draining: Vec<ParticipantId>,
+    /// Datagrams produced by a flush, sent in batches at its end.
+    outbox: outbox::Outbox,
     metrics: MediaMetrics,
     /// The engine's counters as last copied into the metrics.
     reported: Stats,
@@ -606,13 +616,14 @@ impl Shard {
             engine,
             candidates,
             grace,
-            peers: HashMap::new(),
-            remotes: HashMap::new(),
+            peers: HashMap::default(),
+            remotes: HashMap::default(),
             by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
+            by_addr: HashMap::default(),
             timers: BinaryHeap::new(),
-            dirty: HashSet::new(),
+            dirty: HashSet::default(),
             draining: Vec::new(),
+            outbox: outbox::Outbox::default(),
             metrics,
             reported: Stats::default(),
             metrics_due: Instant::now(),
@@ -636,6 +647,14 @@ impl Shard {
                         let now = Instant::now();
                         arrived = Some(now);
                         self.handle_datagram(now, source, &buf[..n]);
+                        // Whatever else is already queued is taken in the same wake-up, so
+                        // each peer's output is drained once for all of it.
+                        for _ in 1..RECEIVE_BATCH {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, source)) => self.handle_datagram(now, source, &buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
                     }
                     Err(err) => tracing::debug!(%err, "UDP receive failed"),
                 },
@@ -702,10 +721,17 @@ impl Shard {
             let Some(peer) = self.peers.get_mut(&participant) else {
                 continue;
             };
+            if peer.scheduled == Some(at) {
+                peer.scheduled = None;
+            }
             if peer.timeout <= now {
                 // A failed input is the peer's problem alone; it is dropped below if dead.
                 let _ = peer.rtc.handle_input(Input::Timeout(now));
                 self.dirty.insert(participant);
+            } else if peer.scheduled.is_none() {
+                // str0m asked for a later wake-up after this entry was pushed.
+                peer.scheduled = Some(peer.timeout);
+                self.timers.push(Reverse((peer.timeout, participant)));
             }
             if peer
                 .disconnected_at
@@ -980,6 +1006,7 @@ impl Shard {
             connecting_since: Some(now),
             disconnected_at: None,
             timeout: now,
+            scheduled: None,
         }
     }
 
@@ -1158,7 +1185,7 @@ impl Shard {
             let mut draining = std::mem::take(&mut self.draining);
             draining.extend(self.dirty.drain());
             for participant in draining.drain(..) {
-                self.drain_peer(now, participant).await;
+                self.drain_peer(now, participant);
             }
             self.draining = draining;
             let mut fresh = false;
@@ -1181,9 +1208,10 @@ impl Shard {
                 break;
             }
         }
+        self.outbox.send(&self.socket).await;
     }
 
-    async fn drain_peer(&mut self, now: Instant, participant: ParticipantId) {
+    fn drain_peer(&mut self, now: Instant, participant: ParticipantId) {
         let mut dead = false;
         loop {
             let Some(peer) = self.peers.get_mut(&participant) else {
@@ -1196,14 +1224,13 @@ impl Shard {
             match peer.rtc.poll_output() {
                 Ok(RtcOutput::Timeout(at)) => {
                     peer.timeout = at;
-                    self.timers.push(Reverse((at, participant)));
+                    if peer.scheduled.is_none_or(|scheduled| at < scheduled) {
+                        peer.scheduled = Some(at);
+                        self.timers.push(Reverse((at, participant)));
+                    }
                     break;
                 }
-                Ok(RtcOutput::Transmit(t)) => {
-                    if let Err(err) = self.socket.send_to(&t.contents, t.destination).await {
-                        tracing::debug!(%err, "UDP send failed");
-                    }
-                }
+                Ok(RtcOutput::Transmit(t)) => self.outbox.push(t.destination, t.contents),
                 Ok(RtcOutput::Event(event)) => self.handle_rtc_event(now, participant, event),
                 Err(err) => {
                     tracing::debug!(participant = %participant, %err, "peer failed");
