@@ -27,7 +27,7 @@ use str0m::channel::ChannelId;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::rtcp::Rtcp;
-use str0m::rtp::{ExtensionValues, RawPacket, SeqNo};
+use str0m::rtp::{Extension, ExtensionValues, RawPacket, SeqNo};
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output as RtcOutput, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -512,10 +512,16 @@ fn audio_mids(sdp: &str) -> Vec<Mid> {
 /// only, with RED where the client offers it, and NACK feedback for Opus — browsers NACK audio
 /// only when it is negotiated, and send no RTX for it, so the engine's cache answers.
 fn peer_config() -> str0m::RtcConfig {
+    // Header extensions: the audio level (active speakers) and the mid (routing in browsers).
+    // No transport-wide sequence numbers: audio needs no bandwidth estimation, and registering
+    // and matching them cost str0m more per forwarded packet than anything else it does.
     let mut config = Rtc::builder()
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .enable_raw_packets(true)
+        .clear_extension_map()
+        .set_extension(1, Extension::AudioLevel)
+        .set_extension(4, Extension::RtpMid)
         .clear_codecs()
         .enable_opus(true, true);
     for params in config.codec_config().iter_mut() {
