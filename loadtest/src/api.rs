@@ -278,6 +278,73 @@ pub async fn prepare(
     Ok(plans)
 }
 
+/// Registers `names` (at most [`CONCURRENT_SETUP`] at once); returns their access tokens and
+/// user ids, in order.
+pub async fn register_many(api: &Api, names: &[String]) -> Result<Vec<(String, String)>, Error> {
+    let gate = Arc::new(Semaphore::new(CONCURRENT_SETUP));
+    let mut tasks = JoinSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let (api, gate, name) = (api.clone(), gate.clone(), name.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            Ok::<_, Error>((i, api.register(&name).await?))
+        });
+    }
+    let mut users = collect(tasks).await?;
+    users.sort_by_key(|(i, _)| *i);
+    Ok(users.into_iter().map(|(_, user)| user).collect())
+}
+
+/// Creates `rooms` public rooms owned by `owner`, named after `prefix`; returns their ids.
+pub async fn create_rooms(
+    api: &Api,
+    owner: &str,
+    prefix: &str,
+    rooms: usize,
+) -> Result<Vec<String>, Error> {
+    let mut ids = Vec::with_capacity(rooms);
+    for r in 0..rooms {
+        ids.push(
+            api.create_room(owner, &format!("loadtest {prefix} room {r}"))
+                .await?,
+        );
+    }
+    Ok(ids)
+}
+
+/// Joins every `(access token, room)` pair (`concurrency` at once; every join mints a new
+/// participant, so one user may join a room many times); returns the tickets in order.
+pub async fn join_many(
+    api: &Api,
+    joins: Vec<(String, String)>,
+    concurrency: usize,
+) -> Result<Vec<Ticket>, Error> {
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (i, (access, room)) in joins.into_iter().enumerate() {
+        let (api, gate) = (api.clone(), gate.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            Ok::<_, Error>((i, api.join(&access, &room).await?))
+        });
+    }
+    let mut tickets = collect(tasks).await?;
+    tickets.sort_by_key(|(i, _)| *i);
+    Ok(tickets.into_iter().map(|(_, ticket)| ticket).collect())
+}
+
+async fn collect<T: 'static>(mut tasks: JoinSet<Result<T, Error>>) -> Result<Vec<T>, Error> {
+    let mut out = Vec::with_capacity(tasks.len());
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(value)) => out.push(value),
+            Ok(Err(err)) => return Err(err),
+            Err(err) => return Err(Error::Setup(format!("setup task failed: {err}"))),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -7,22 +7,32 @@
 //! ready. Publishers send a pre-encoded Opus tone ([`tone`]) at 50 packets/s, each packet
 //! carrying its send time as Opus padding ([`payload`]); subscribers measure latency, loss,
 //! jitter ([`stats`]) from what arrives. Every peer is a tokio task on a runtime of a few
-//! threads ([`webrtc`], [`quic`]).
+//! threads ([`webrtc`], [`quic`]). With `--misbehave K`, K clients send garbage and abandon
+//! sessions during the window ([`misbehave`]).
+//!
+//! Two more modes: `--signaling N` holds N idle signaling WebSocket sessions and reports the
+//! join rate and the server's memory per session ([`sessions`]); `--chat` measures chat
+//! messages through the `chat` data channel ([`chat`]).
 
 pub mod api;
 pub mod baseline;
+pub mod chat;
 pub mod clock;
+pub mod fdlimit;
 pub mod live;
 pub mod meter;
+pub mod misbehave;
 pub mod payload;
 pub mod peer;
 pub mod proc;
 pub mod progress;
 pub mod quic;
 pub mod report;
+pub mod sessions;
 pub mod stats;
 pub mod tone;
 pub mod webrtc;
+pub mod ws;
 
 mod run;
 
@@ -80,6 +90,10 @@ pub struct Options {
     pub concurrent_connects: usize,
     /// Show the progress line on stderr.
     pub progress: bool,
+    /// Misbehaving clients beside the run ([`misbehave`]).
+    pub misbehave: usize,
+    /// Garbage datagrams per second per misbehaving client.
+    pub misbehave_pps: u32,
 }
 
 /// Why a run could not be made.

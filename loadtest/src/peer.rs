@@ -34,6 +34,15 @@ pub struct Context {
     pub connecting: Arc<Semaphore>,
     /// Becomes `true` when the run ends.
     pub stop: watch::Receiver<bool>,
+    /// On stop, vanish (no `DELETE`, no DTLS close) instead of ending the session: what the
+    /// misbehaving clients do.
+    pub vanish: bool,
+}
+
+/// Resolves once `flag` is `value` (at once if it is), or its sender is gone. The guard
+/// `wait_for` returns is dropped inside, so callers' futures stay `Send`.
+pub async fn until(flag: &mut watch::Receiver<bool>, value: bool) {
+    let _ = flag.wait_for(|now| *now == value).await;
 }
 
 impl Context {

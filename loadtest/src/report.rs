@@ -41,6 +41,10 @@ pub struct Report {
     pub server_rss_bytes: Option<u64>,
     /// The load tool's own CPU time in the window, seconds.
     pub loadtest_cpu_seconds: Option<f64>,
+    /// Misbehaving clients asked for (`--misbehave`).
+    pub misbehaving_clients: usize,
+    /// What they did, when they ran.
+    pub misbehaving: Option<crate::misbehave::Stats>,
 }
 
 impl Report {
@@ -116,6 +120,13 @@ impl Report {
         if let Some(cpu) = self.loadtest_cpu_seconds {
             out["loadtest_cpu_seconds"] = json!(round3(cpu));
         }
+        if self.misbehaving_clients > 0 {
+            let stats = self.misbehaving.unwrap_or_default();
+            out["misbehaving_clients"] = json!(self.misbehaving_clients);
+            out["misbehaving_packets_sent"] = json!(stats.packets_sent);
+            out["misbehaving_sessions"] = json!(stats.sessions);
+            out["misbehaving_session_failures"] = json!(stats.session_failures);
+        }
         out
     }
 
@@ -164,6 +175,18 @@ impl Report {
         }
         if let Some(cpu) = self.loadtest_cpu_seconds {
             text.push_str(&format!("load tool     {cpu:.2} CPU s\n"));
+        }
+        if self.misbehaving_clients > 0 {
+            let stats = self.misbehaving.unwrap_or_default();
+            text.push_str(&format!(
+                "misbehaving   {k} clients: {p} garbage datagrams ({pps:.0}/s), {s} abandoned \
+                 sessions ({f} failed early)\n",
+                k = self.misbehaving_clients,
+                p = stats.packets_sent,
+                pps = stats.packets_sent as f64 / self.duration.as_secs_f64().max(1e-9),
+                s = stats.sessions,
+                f = stats.session_failures,
+            ));
         }
         for err in &self.errors {
             text.push_str(&format!("error         {err}\n"));

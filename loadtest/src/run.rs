@@ -12,7 +12,7 @@ use crate::api::{self, Api};
 use crate::live::Live;
 use crate::peer::{CONNECT_TIMEOUT, Context, Outcome, Role};
 use crate::report::Report;
-use crate::{Error, Options, Transport, clock, proc, progress, quic, tone, webrtc};
+use crate::{Error, Options, Transport, clock, misbehave, proc, progress, quic, tone, webrtc, ws};
 
 /// Time after every peer is ready before measuring starts, so start-up transients settle.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -54,6 +54,26 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
     let packets: Arc<[Vec<u8>]> = tone::packets()?.into();
     let cert = webrtc::certificate();
     let local_ip = webrtc::local_ip_towards(server_addr);
+    let misbehaving = if options.misbehave > 0 {
+        let (access, _) = api.register(&format!("{prefix}-misbehave")).await?;
+        let quic_sha256 = match sha256 {
+            Some(sha256) => Some(sha256),
+            None => api.quic_certificate().await.ok(),
+        };
+        Some(misbehave::Setup {
+            api: api.clone(),
+            endpoint: Arc::new(ws::Endpoint::new(&options.server, server_addr)?),
+            access,
+            room: plans[0].id.clone(),
+            sections: options.publishers,
+            quic_sha256,
+            local_ip,
+            cert: cert.clone(),
+            packets: packets.clone(),
+        })
+    } else {
+        None
+    };
 
     let live = Arc::new(Live::default());
     let (stop_tx, stop) = watch::channel(false);
@@ -64,6 +84,7 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
         packets,
         connecting: Arc::new(Semaphore::new(options.concurrent_connects.max(1))),
         stop,
+        vanish: false,
     };
     let total_publishers = options.rooms * options.publishers;
     let total_subscribers = options.rooms * options.subscribers;
@@ -71,6 +92,7 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
     let progress = options.progress.then(|| {
         tokio::spawn(progress::show(
             live.clone(),
+            progress::MEDIA,
             total_publishers,
             total_subscribers,
             phase,
@@ -145,11 +167,21 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
     // Nothing to measure without peers on both sides: end now, with the errors.
     let nobody = live.publishers_ready.load(Ordering::Relaxed) == 0
         || live.subscribers_ready.load(Ordering::Relaxed) == 0;
+    let (misbehave_stop, misbehave_stopped) = watch::channel(false);
+    let misbehaving = misbehaving.filter(|_| !nobody).map(|setup| {
+        tokio::spawn(misbehave::run(
+            options.misbehave,
+            options.misbehave_pps,
+            setup,
+            misbehave_stopped,
+        ))
+    });
     if !nobody {
         tokio::time::sleep(options.duration).await;
     }
     let closed = clock::now_us();
     live.close_window(closed);
+    misbehave_stop.send_replace(true);
     let server_cpu = match (&server_pid, server_cpu) {
         (Some(pid), Some(before)) => Some(proc::cpu_ticks(pid)?.saturating_sub(before)),
         _ => None,
@@ -158,6 +190,15 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
     let server_rss = server_pid.as_deref().map(proc::rss_bytes).transpose()?;
     let sent = live.sent.load(Ordering::Relaxed) - sent_before;
     let duration = Duration::from_micros(closed - opened);
+
+    let misbehaved = match misbehaving {
+        Some(task) => Some(
+            task.await
+                .map_err(|e| e.to_string())
+                .and_then(|stats| stats),
+        ),
+        None => None,
+    };
 
     phase_tx.send_replace("stopping");
     stop_tx.send_replace(true);
@@ -201,8 +242,15 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
         server_cpu_seconds: server_cpu.map(|t| t as f64 / ticks),
         server_rss_bytes: server_rss,
         loadtest_cpu_seconds: own_cpu.map(|t| t as f64 / ticks),
+        misbehaving_clients: options.misbehave,
+        misbehaving: None,
     };
     report.outcomes(&outcomes);
+    match misbehaved {
+        Some(Ok(stats)) => report.misbehaving = Some(stats),
+        Some(Err(err)) => report.errors.push(format!("misbehaving clients: {err}")),
+        None => {}
+    }
     Ok(report)
 }
 
@@ -219,7 +267,7 @@ async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) {
 }
 
 /// The server's address from its base URL.
-async fn resolve(server: &str) -> Result<SocketAddr, Error> {
+pub(crate) async fn resolve(server: &str) -> Result<SocketAddr, Error> {
     let rest = server
         .strip_prefix("http://")
         .or_else(|| server.strip_prefix("https://"))
@@ -243,7 +291,7 @@ async fn resolve(server: &str) -> Result<SocketAddr, Error> {
 }
 
 /// A number that differs from run to run, for unique user names.
-fn run_id() -> u64 {
+pub(crate) fn run_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(

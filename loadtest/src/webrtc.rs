@@ -190,6 +190,16 @@ pub async fn run(
         if connect.is_none() {
             deadline = deadline.min(give_up);
         }
+        // Due work first: under load the socket is always ready, and the biased select below
+        // would otherwise starve the timer (sends and str0m's timeouts).
+        let now = Instant::now();
+        if deadline <= now {
+            send_due(&mut rtc, &mut job, now, &ctx);
+            if let Err(err) = rtc.handle_input(Input::Timeout(now)) {
+                break Some(format!("str0m: {err}"));
+            }
+            continue;
+        }
         tokio::select! {
             biased;
             () = Context::stopped(&mut stop) => break None,
@@ -216,10 +226,12 @@ pub async fn run(
             }
         }
     };
-    if let Some(location) = &location {
-        ctx.api.end_session(location, &ticket.token).await;
+    if !ctx.vanish {
+        if let Some(location) = &location {
+            ctx.api.end_session(location, &ticket.token).await;
+        }
+        rtc.disconnect();
     }
-    rtc.disconnect();
     match (error, job) {
         (Some(err), _) => Outcome::failed(role, connect, err, &ctx.live),
         (None, Job::Subscribe(meter)) => Outcome {
