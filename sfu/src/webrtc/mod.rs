@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
+use str0m::config::DtlsCert;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::rtcp::Rtcp;
@@ -511,7 +512,7 @@ fn audio_mids(sdp: &str) -> Vec<Mid> {
 /// How every peer is set up: ICE-lite, RTP mode (the engine rewrites and answers NACKs), Opus
 /// only, with RED where the client offers it, and NACK feedback for Opus — browsers NACK audio
 /// only when it is negotiated, and send no RTX for it, so the engine's cache answers.
-fn peer_config() -> str0m::RtcConfig {
+fn peer_config(certificate: Option<&DtlsCert>) -> str0m::RtcConfig {
     // Header extensions: the audio level (active speakers) and the mid (routing in browsers).
     // No transport-wide sequence numbers: audio needs no bandwidth estimation, and registering
     // and matching them cost str0m more per forwarded packet than anything else it does.
@@ -524,6 +525,9 @@ fn peer_config() -> str0m::RtcConfig {
         .set_extension(4, Extension::RtpMid)
         .clear_codecs()
         .enable_opus(true, true);
+    if let Some(certificate) = certificate {
+        config = config.set_dtls_cert(certificate.clone());
+    }
     for params in config.codec_config().iter_mut() {
         if params.spec().codec == str0m::format::Codec::Opus {
             params.set_fb_nack(true);
@@ -595,6 +599,9 @@ struct Shard {
     draining: Vec<ParticipantId>,
     /// Datagrams produced by a flush, sent in batches at its end.
     outbox: outbox::Outbox,
+    /// The DTLS certificate of every peer (the server's identity; one key pair, not one per
+    /// join). `None` if generating it failed: then each peer makes its own.
+    certificate: Option<DtlsCert>,
     metrics: MediaMetrics,
     /// The engine's counters as last copied into the metrics.
     reported: Stats,
@@ -630,6 +637,9 @@ impl Shard {
             dirty: HashSet::default(),
             draining: Vec::new(),
             outbox: outbox::Outbox::default(),
+            certificate: str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate(),
             metrics,
             reported: Stats::default(),
             metrics_due: Instant::now(),
@@ -987,7 +997,7 @@ impl Shard {
         request: &JoinRequest,
         events: mpsc::UnboundedSender<ServerEvent>,
     ) -> Peer {
-        let mut rtc = peer_config().build(now);
+        let mut rtc = peer_config(self.certificate.as_ref()).build(now);
         for addr in self.candidates.iter() {
             if let Ok(candidate) = Candidate::host(*addr, "udp") {
                 rtc.add_local_candidate(candidate);
