@@ -41,7 +41,6 @@ pub const DRAIN: Duration = Duration::from_secs(2);
 /// Time after every peer is ready and sending started before measuring.
 const SETTLE: Duration = Duration::from_secs(1);
 /// How long peers get to wind down.
-const WIND_DOWN: Duration = Duration::from_secs(10);
 /// A sender that fell this far behind its schedule starts afresh instead of bursting.
 const MAX_BEHIND: Duration = Duration::from_millis(100);
 /// The server's chat limit per user, messages per second (not configurable there).
@@ -599,30 +598,12 @@ async fn coordinate(options: &ChatOptions) -> Result<ChatReport, Error> {
 
     phase_tx.send_replace("stopping");
     stop_tx.send_replace(true);
-    let mut outcomes = Vec::with_capacity(peers);
-    let wind_down = tokio::time::sleep(WIND_DOWN);
-    tokio::pin!(wind_down);
-    loop {
-        tokio::select! {
-            done = tasks.join_next() => match done {
-                Some(Ok(outcome)) => outcomes.push(outcome),
-                Some(Err(err)) => {
-                    let mut outcome = ChatOutcome::new(ChatRole::Receiver, 0);
-                    outcome.error = Some(format!("peer task: {err}"));
-                    outcomes.push(outcome);
-                }
-                None => break,
-            },
-            () = &mut wind_down => {
-                tasks.abort_all();
-                break;
-            }
-        }
-    }
-    progress_stop.send_replace(true);
-    if let Some(progress) = progress {
-        let _ = progress.await;
-    }
+    let outcomes = crate::run::gather(&mut tasks, progress_stop, progress, |err| {
+        let mut outcome = ChatOutcome::new(ChatRole::Receiver, 0);
+        outcome.error = Some(format!("peer task: {err}"));
+        outcome
+    })
+    .await;
 
     let ticks = proc::ticks_per_second() as f64;
     let mut report = ChatReport::new(options, duration);

@@ -19,6 +19,38 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// How long peers get to wind down after the window.
 const WIND_DOWN: Duration = Duration::from_secs(10);
 
+/// Collects every peer task's outcome after the stop signal; tasks still running after
+/// [`WIND_DOWN`] are aborted. A task that panicked or was aborted becomes `failed(error)`. Then
+/// the progress line stops.
+pub(crate) async fn gather<T: Send + 'static>(
+    tasks: &mut JoinSet<T>,
+    progress_stop: watch::Sender<bool>,
+    progress: Option<tokio::task::JoinHandle<()>>,
+    failed: impl Fn(tokio::task::JoinError) -> T,
+) -> Vec<T> {
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    let wind_down = tokio::time::sleep(WIND_DOWN);
+    tokio::pin!(wind_down);
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(Ok(outcome)) => outcomes.push(outcome),
+                Some(Err(err)) => outcomes.push(failed(err)),
+                None => break,
+            },
+            () = &mut wind_down => {
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    progress_stop.send_replace(true);
+    if let Some(progress) = progress {
+        let _ = progress.await;
+    }
+    outcomes
+}
+
 /// Runs a load test and returns its figures.
 pub fn run(options: &Options) -> Result<Report, Error> {
     if options.rooms == 0 || options.publishers == 0 || options.subscribers == 0 {
@@ -202,28 +234,10 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
 
     phase_tx.send_replace("stopping");
     stop_tx.send_replace(true);
-    let mut outcomes = Vec::with_capacity(total_publishers + total_subscribers);
-    let wind_down = tokio::time::sleep(WIND_DOWN);
-    tokio::pin!(wind_down);
-    loop {
-        tokio::select! {
-            done = tasks.join_next() => match done {
-                Some(Ok(outcome)) => outcomes.push(outcome),
-                Some(Err(err)) => outcomes.push(Outcome::failed(
-                    Role::Subscriber, None, format!("peer task: {err}"), &live,
-                )),
-                None => break,
-            },
-            () = &mut wind_down => {
-                tasks.abort_all();
-                break;
-            }
-        }
-    }
-    progress_stop.send_replace(true);
-    if let Some(progress) = progress {
-        let _ = progress.await;
-    }
+    let outcomes = gather(&mut tasks, progress_stop, progress, |err| {
+        Outcome::failed(Role::Subscriber, None, format!("peer task: {err}"), &live)
+    })
+    .await;
 
     let ticks = proc::ticks_per_second() as f64;
     let mut report = Report {

@@ -35,8 +35,6 @@ const SESSIONS_PER_USER: usize = 500;
 const CONCURRENT_JOINS: usize = 16;
 /// File descriptors the tool needs besides the sessions.
 const SPARE_FDS: u64 = 256;
-/// How long sessions get to close after the hold.
-const WIND_DOWN: Duration = Duration::from_secs(10);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -324,26 +322,10 @@ async fn coordinate(options: &SignalingOptions) -> Result<SignalingReport, Error
 
     phase_tx.send_replace("closing");
     stop_tx.send_replace(true);
-    let mut outcomes = Vec::with_capacity(sessions);
-    let wind_down = tokio::time::sleep(WIND_DOWN);
-    tokio::pin!(wind_down);
-    loop {
-        tokio::select! {
-            done = tasks.join_next() => match done {
-                Some(Ok(outcome)) => outcomes.push(outcome),
-                Some(Err(err)) => outcomes.push(Err(format!("session task: {err}"))),
-                None => break,
-            },
-            () = &mut wind_down => {
-                tasks.abort_all();
-                break;
-            }
-        }
-    }
-    progress_stop.send_replace(true);
-    if let Some(progress) = progress {
-        let _ = progress.await;
-    }
+    let outcomes = crate::run::gather(&mut tasks, progress_stop, progress, |err| {
+        Err(format!("session task: {err}"))
+    })
+    .await;
 
     let ticks = proc::ticks_per_second() as f64;
     let cpu = |from: Option<u64>, to: Option<u64>| Some(to?.saturating_sub(from?) as f64 / ticks);
