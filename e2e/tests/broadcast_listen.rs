@@ -391,71 +391,39 @@ async fn bad_input_ends_the_commands_with_a_clear_message() {
             token.to_owned(),
         ]
     };
-    let run = |args: Vec<String>| async move {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        tokio::time::timeout(Duration::from_secs(30), veza(&args).output())
-            .await
-            .expect("the command ended within 30 s")
-            .expect("running veza")
+    // `veza broadcast FILE --token TOKEN` must fail, saying `expected`; its first line.
+    let refused = |file: &Path, token: &str, expected: &'static str| {
+        let mut args = vec!["broadcast".to_owned(), file.display().to_string()];
+        args.extend(target(token));
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = tokio::time::timeout(Duration::from_secs(30), veza(&args).output())
+                .await
+                .expect("the command ended within 30 s")
+                .expect("running veza");
+            let message = stderr(&output);
+            assert!(!output.status.success(), "{message}");
+            assert!(message.contains(expected), "{message}");
+            message.lines().next().unwrap_or_default().to_owned()
+        }
     };
 
     // A file that does not exist, and one that is not audio.
     let missing = dir.path().join("missing.flac");
-    let mut args = vec!["broadcast".to_owned(), missing.display().to_string()];
-    args.extend(target(&room.owner_token));
-    let output = run(args).await;
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("missing.flac"),
-        "{}",
-        stderr(&output)
-    );
+    refused(&missing, &room.owner_token, "missing.flac").await;
     let garbage = dir.path().join("garbage.mp3");
     std::fs::write(&garbage, b"this is not an mp3 file at all, just text").unwrap();
-    let mut args = vec!["broadcast".to_owned(), garbage.display().to_string()];
-    args.extend(target(&room.owner_token));
-    let output = run(args).await;
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("not a readable audio file"),
-        "{}",
-        stderr(&output)
-    );
-    println!(
-        "unreadable file: {}",
-        stderr(&output).lines().next().unwrap_or_default()
-    );
+    let message = refused(&garbage, &room.owner_token, "not a readable audio file").await;
+    println!("unreadable file: {message}");
 
     // A forged token, and a listener's token trying to broadcast.
     let input = dir.path().join("tone.wav");
     write_wav(&input, 48_000, &[(440.0, 1.0)]);
     let forged = format!("{}x", room.owner_token);
-    let mut args = vec!["broadcast".to_owned(), input.display().to_string()];
-    args.extend(target(&forged));
-    let output = run(args).await;
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("invalid media token"),
-        "{}",
-        stderr(&output)
-    );
-    println!(
-        "forged token: {}",
-        stderr(&output).lines().next().unwrap_or_default()
-    );
-    let mut args = vec!["broadcast".to_owned(), input.display().to_string()];
-    args.extend(target(&room.listener_token));
-    let output = run(args).await;
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("cannot publish"),
-        "{}",
-        stderr(&output)
-    );
-    println!(
-        "listener token: {}",
-        stderr(&output).lines().next().unwrap_or_default()
-    );
+    let message = refused(&input, &forged, "invalid media token").await;
+    println!("forged token: {message}");
+    let message = refused(&input, &room.listener_token, "cannot publish").await;
+    println!("listener token: {message}");
 
     // The server dies mid-broadcast.
     let mut args = vec![
