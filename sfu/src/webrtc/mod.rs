@@ -588,7 +588,9 @@ struct Shard {
     engine: Engine,
     candidates: Arc<[SocketAddr]>,
     grace: Duration,
-    peers: HashMap<ParticipantId, Peer, IdHash>,
+    /// Boxed: a str0m peer is about 10 KB, and a table of them holds up to twice the slots it
+    /// uses (and both tables while it grows); boxed, the slack is a pointer each.
+    peers: HashMap<ParticipantId, Box<Peer>, IdHash>,
     remotes: HashMap<ParticipantId, Remote, IdHash>,
     by_ufrag: HashMap<String, ParticipantId>,
     by_addr: HashMap<SocketAddr, ParticipantId, IdHash>,
@@ -1029,7 +1031,7 @@ impl Shard {
     fn insert_peer(&mut self, peer: Peer) {
         self.by_ufrag.insert(peer.ufrag.clone(), peer.participant);
         self.dirty.insert(peer.participant);
-        self.peers.insert(peer.participant, peer);
+        self.peers.insert(peer.participant, Box::new(peer));
     }
 
     /// WHIP and WHEP: the client offers, the server answers. A WHIP peer publishes whatever
