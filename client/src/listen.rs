@@ -2,7 +2,7 @@
 //! they arrive, not decoded), or WAV on stdout.
 //!
 //! The listener follows the first broadcast the server announces (another publisher of the
-//! room) and, when it ends, the next one. Missing packets (a gap in group numbers) are
+//! room), or the one named with `broadcast`, and when it ends the next one. Missing packets (a gap in group numbers) are
 //! concealed by the Opus decoder in the WAV, so the timeline stays true.
 
 use std::path::PathBuf;
@@ -54,6 +54,8 @@ pub struct ListenOptions {
     pub timing_log: Option<PathBuf>,
     /// Receive audio as QUIC datagrams rather than streams.
     pub datagrams: bool,
+    /// Follow only this broadcast (a publisher's participant id); `None`: the first announced.
+    pub broadcast: Option<String>,
 }
 
 /// What a listen did.
@@ -116,7 +118,9 @@ pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSum
                     break 'listening;
                 }
                 next = announcements.next() => match next {
-                    Ok(Some(a)) if a.active => break a.path,
+                    Ok(Some(a)) if a.active && options.broadcast.as_ref().is_none_or(|b| *b == a.path) => {
+                        break a.path;
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => break 'listening,
                     Err(err) => return Err(ClientError::Closed(err.to_string())),

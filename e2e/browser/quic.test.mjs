@@ -108,6 +108,22 @@ test("a QUIC broadcaster is heard over WebRTC, a WebRTC speaker is recorded over
     console.log(`veza listen recorded ${seconds.toFixed(2)} s at ${frequency} Hz`);
     assert.ok([660, 1000].includes(frequency), `recorded ${frequency} Hz`);
 
+    // `--broadcast` picks the browser's broadcast (its participant id) while the radio plays.
+    const browserParticipant = await page.evaluate(() => window.veza.call.me);
+    for (const [participant, want] of [[browserParticipant, 660], [broadcastJoin.participant_id, 1000]]) {
+      const picked = join(dir, `picked-${want}.wav`);
+      const run = veza(cleanup, [
+        "listen", "--server", server.base, "--room", roomId, "--token", listenJoin.token, "--out", picked,
+        "--duration", "3", "--broadcast", participant,
+      ]);
+      const result = await run.exited;
+      assert.equal(result.code, 0, result.stderr);
+      const wav = readWav(picked);
+      const tone = dominant(wav.samples.slice(wav.rate, 2 * wav.rate), wav.rate);
+      console.log(`veza listen --broadcast ${participant} recorded ${tone} Hz`);
+      assert.equal(tone, want);
+    }
+
     // With the broadcaster gone, the only broadcast left is the browser's: recorded at 660 Hz.
     // Ctrl-C ends a broadcast cleanly (exit 0), so its broadcast ends at once for everyone.
     radio.child.kill("SIGINT");

@@ -108,6 +108,9 @@ pub struct ListenArgs {
     /// Receive audio as QUIC datagrams (lower latency under loss, no retransmission).
     #[arg(long)]
     datagrams: bool,
+    /// Follow this publisher (its participant id) rather than the first one announced.
+    #[arg(long, value_name = "PARTICIPANT_ID")]
+    broadcast: Option<String>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -179,6 +182,7 @@ pub fn listen(args: ListenArgs) -> anyhow::Result<()> {
         duration,
         timing_log: args.timing_log,
         datagrams: args.datagrams,
+        broadcast: args.broadcast,
     };
     let target = args.target.target()?;
     let summary = runtime()?.block_on(veza_client::listen::listen(&target, options))?;
