@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use web_transport_quinn::SendStream;
 
 use crate::catalog::{self, CATALOG_TRACK, Catalog};
-use crate::coding::{Decode, Encode, encode_varint};
+use crate::coding::{Decode, Encode, encode_varint, varint_len};
 use crate::message::{
     Announce, AnnounceEnd, AnnounceOk, AnnounceRequest, AnnounceStart, Datagram, Frame, Group,
     Subscribe, SubscribeReply, SubscribeUpdate, Track, TrackInfo, UniStreamType,
@@ -518,15 +518,14 @@ impl GroupSender {
             frame_start: 0,
         }
         .encode(&mut self.buf);
-        // hang's legacy container: a varint microsecond timestamp before the Opus packet.
-        let mut prefix = Vec::with_capacity(8);
-        catalog::legacy_payload(outgoing.timestamp_us, &[], &mut prefix);
+        // hang's legacy container: a varint microsecond timestamp before the Opus packet,
+        // written straight after the frame header.
         Frame::encode_header(
             outgoing.timestamp_us as i64,
-            prefix.len() + outgoing.payload.len(),
+            varint_len(outgoing.timestamp_us) + outgoing.payload.len(),
             &mut self.buf,
         );
-        self.buf.extend_from_slice(&prefix);
+        catalog::legacy_payload(outgoing.timestamp_us, &[], &mut self.buf);
         let mut chunks = [Bytes::copy_from_slice(&self.buf), outgoing.payload];
         stream
             .write_all_chunks(&mut chunks)
