@@ -438,16 +438,13 @@ impl ChatReport {
             c50 = ms(percentile(&self.connect_us, 0.5)),
             c99 = ms(percentile(&self.connect_us, 0.99)),
         );
-        if let (Some(cpu), Some(rss)) = (self.server_cpu_seconds, self.server_rss_bytes) {
-            text.push_str(&format!(
-                "server        {cpu:.2} CPU s ({cores:.2} cores), {mib:.1} MiB resident\n",
-                cores = cpu / self.duration.as_secs_f64().max(1e-9),
-                mib = rss as f64 / (1024.0 * 1024.0),
-            ));
-        }
-        if let Some(cpu) = self.loadtest_cpu_seconds {
-            text.push_str(&format!("load tool     {cpu:.2} CPU s\n"));
-        }
+        crate::report::costs(
+            &mut text,
+            self.duration,
+            self.server_cpu_seconds,
+            self.server_rss_bytes,
+            self.loadtest_cpu_seconds,
+        );
         for err in &self.errors {
             text.push_str(&format!("error         {err}\n"));
         }

@@ -166,16 +166,13 @@ impl Report {
             c50 = ms(percentile(&self.connect_us, 0.5)),
             c99 = ms(percentile(&self.connect_us, 0.99)),
         );
-        if let (Some(cpu), Some(rss)) = (self.server_cpu_seconds, self.server_rss_bytes) {
-            text.push_str(&format!(
-                "server        {cpu:.2} CPU s ({cores:.2} cores), {mib:.1} MiB resident\n",
-                cores = cpu / self.duration.as_secs_f64().max(1e-9),
-                mib = rss as f64 / (1024.0 * 1024.0),
-            ));
-        }
-        if let Some(cpu) = self.loadtest_cpu_seconds {
-            text.push_str(&format!("load tool     {cpu:.2} CPU s\n"));
-        }
+        costs(
+            &mut text,
+            self.duration,
+            self.server_cpu_seconds,
+            self.server_rss_bytes,
+            self.loadtest_cpu_seconds,
+        );
         if self.misbehaving_clients > 0 {
             let stats = self.misbehaving.unwrap_or_default();
             text.push_str(&format!(
@@ -192,6 +189,27 @@ impl Report {
             text.push_str(&format!("error         {err}\n"));
         }
         text
+    }
+}
+
+/// The summary lines on what the run cost: the server's CPU and memory (with `--server-pid`)
+/// and the load tool's own CPU.
+pub(crate) fn costs(
+    text: &mut String,
+    duration: Duration,
+    server_cpu_seconds: Option<f64>,
+    server_rss_bytes: Option<u64>,
+    loadtest_cpu_seconds: Option<f64>,
+) {
+    if let (Some(cpu), Some(rss)) = (server_cpu_seconds, server_rss_bytes) {
+        text.push_str(&format!(
+            "server        {cpu:.2} CPU s ({cores:.2} cores), {mib:.1} MiB resident\n",
+            cores = cpu / duration.as_secs_f64().max(1e-9),
+            mib = rss as f64 / (1024.0 * 1024.0),
+        ));
+    }
+    if let Some(cpu) = loadtest_cpu_seconds {
+        text.push_str(&format!("load tool     {cpu:.2} CPU s\n"));
     }
 }
 
