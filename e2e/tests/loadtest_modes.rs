@@ -6,26 +6,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{Serve, Server, describe, run_veza};
-
-/// The JSON object on the last line of standard output.
-fn last_json_line(output: &std::process::Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or_else(|| panic!("no output: {}", describe(output)));
-    serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {}", describe(output)))
-}
-
-fn number(report: &Value, pointer: &str) -> f64 {
-    report
-        .pointer(pointer)
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("no number at {pointer} in {report}"))
-}
+use support::{Serve, Server, describe, last_json_line, number, run_veza};
 
 /// Runs `veza loadtest --server … --server-pid … --json <args>`; returns the report and a
 /// context for assertion messages.

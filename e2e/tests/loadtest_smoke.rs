@@ -8,29 +8,10 @@
 mod support;
 
 use serde_json::Value;
-use support::{Serve, Server, describe, run_veza};
+use support::{Serve, Server, describe, last_json_line, number, run_veza};
 
 /// Packets per second all subscribers should receive: 2 publishers × 3 subscribers × 50/s.
 const EXPECTED_PPS: f64 = 300.0;
-
-/// The JSON object on the last line of standard output.
-fn last_json_line(output: &std::process::Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or_else(|| panic!("no output: {}", describe(output)));
-    serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {}", describe(output)))
-}
-
-fn number(report: &Value, pointer: &str) -> f64 {
-    report
-        .pointer(pointer)
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("no number at {pointer} in {report}"))
-}
 
 async fn load(server: &Server, transport: &str) -> Value {
     let base = server.base_url();

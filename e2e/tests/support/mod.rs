@@ -446,6 +446,27 @@ impl Api {
     }
 }
 
+/// The JSON object on the last line of a command's standard output (`--json` reports).
+pub fn last_json_line(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| panic!("no output: {}", describe(output)));
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {}", describe(output)))
+}
+
+/// A number in a JSON value, panicking with the value if absent.
+#[track_caller]
+pub fn number(value: &Value, pointer: &str) -> f64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no number at {pointer} in {value}"))
+}
+
 /// A string field of a JSON value, panicking with the value if absent.
 #[track_caller]
 pub fn str_field<'a>(value: &'a Value, pointer: &str) -> &'a str {
