@@ -108,6 +108,17 @@ pub struct Inner {
     pub chat: ChatService,
     /// The media path, told when REST moderation removes someone (set once at start).
     media: OnceLock<Arc<dyn MediaControl>>,
+    /// Where joins go: the cluster's media nodes (set once at start; without it, this node).
+    placement: OnceLock<Placement>,
+}
+
+/// How joins are spread over media nodes.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The live media nodes and room homes.
+    pub registry: veza_cluster::NodeRegistry,
+    /// A room's later joiners go to its home node until it holds this many participants.
+    pub max_participants: u32,
 }
 
 /// What the API asks of the media path: removals when moderation happens over REST, and the
@@ -161,6 +172,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 chat,
                 media: OnceLock::new(),
+                placement: OnceLock::new(),
             }),
         }
     }
@@ -168,6 +180,34 @@ impl AppState {
     /// Connects the media path (once; later calls are ignored).
     pub fn set_media_control(&self, media: Arc<dyn MediaControl>) {
         let _ = self.inner.media.set(media);
+    }
+
+    /// Sends joins to the media nodes of `placement` (once; later calls are ignored).
+    pub fn set_placement(&self, placement: Placement) {
+        let _ = self.inner.placement.set(placement);
+    }
+
+    /// The media node for one more participant of `room`, when joins are placed.
+    pub(crate) async fn place(
+        &self,
+        room: RoomId,
+    ) -> Result<Option<veza_cluster::NodeInfo>, ApiError> {
+        let Some(placement) = self.inner.placement.get() else {
+            return Ok(None);
+        };
+        match placement
+            .registry
+            .place(&room.to_string(), placement.max_participants)
+            .await
+        {
+            Ok(Some(chosen)) => Ok(Some(chosen.node)),
+            Ok(None) => Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "no_media_node",
+                "no media node is available; retry shortly",
+            )),
+            Err(err) => Err(ApiError::unavailable(&err)),
+        }
     }
 
     /// Who is in `room` now on the media path: (participants, publishers).
@@ -233,6 +273,19 @@ pub fn router(state: AppState) -> Router {
         // A span per request (method, path, status, latency) for the logs; headers — and so
         // tokens — are not recorded.
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// What a media node serves beside signaling: liveness, readiness, metrics, JWKS and its
+/// QUIC certificate hash (no REST API).
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .merge(ops::router())
+        .fallback(middleware::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::track,
+        ))
         .with_state(state)
 }
 

@@ -16,7 +16,7 @@ use veza_turn::IceServer;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, ClientIp};
-use crate::{AppState, unix_now};
+use crate::{AppState, QuicEndpoint, unix_now};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -179,6 +179,10 @@ pub(crate) struct JoinUrls {
     /// moq-lite over QUIC or WebTransport (`?jwt=` the media token); absent when QUIC is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     quic: Option<String>,
+    /// Lower-case hex SHA-256 of that node's QUIC certificate, for pinning (WebTransport's
+    /// `serverCertificateHashes`); absent when QUIC is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quic_sha256: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -684,7 +688,19 @@ async fn join_room(state: &AppState, id: RoomId, user: &AuthUser) -> ApiResult<J
         .keys
         .sign(&claims)
         .map_err(|e| ApiError::internal(&e))?;
-    let base = &state.config.public_url;
+    // The media node: the one placement picked, or this one.
+    let node = state.place(room.id).await?;
+    let (base, quic) = match &node {
+        Some(node) => (
+            node.http_url.trim_end_matches('/').to_owned(),
+            node.quic_url
+                .clone()
+                .zip(node.quic_sha256.clone())
+                .map(|(url, sha256)| QuicEndpoint { url, sha256 }),
+        ),
+        None => (state.config.public_url.clone(), state.quic_endpoint()),
+    };
+    let base = &base;
     let ws_base = base
         .strip_prefix("https://")
         .map(|rest| format!("wss://{rest}"))
@@ -711,9 +727,10 @@ async fn join_room(state: &AppState, id: RoomId, user: &AuthUser) -> ApiResult<J
             signaling: format!("{ws_base}/rtc"),
             whip: format!("{base}/whip/{}", room.id),
             whep: format!("{base}/whep/{}", room.id),
-            quic: state
-                .quic_endpoint()
-                .map(|quic| format!("{}/room/{}", quic.url, room.id)),
+            quic: quic
+                .as_ref()
+                .map(|quic| format!("{}/room/{}", quic.url.trim_end_matches('/'), room.id)),
+            quic_sha256: quic.map(|quic| quic.sha256),
         },
         ice_servers,
     })

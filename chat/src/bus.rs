@@ -1,9 +1,15 @@
 //! Fan-out of chat events to the subscribers of a room.
 //!
-//! [`ChatBus`] is an enum so that the cluster transport can be added beside the in-process one
-//! without changing callers: a NATS variant will publish each event on a per-room subject and
-//! feed what it receives into the same local channels, so [`ChatBus::subscribe`] keeps returning
-//! a plain broadcast receiver.
+//! [`ChatBus`] hides the transport from callers: [`ChatBus::subscribe`] returns a plain
+//! broadcast receiver of the room's events on this node, whichever the variant.
+//!
+//! - [`ChatBus::Local`]: one process, one broadcast channel per room.
+//! - [`ChatBus::Nats`]: several nodes; events go out on `veza.chat.<room id>` and come back
+//!   into the same local channels, with `Created` events in the store's `seq` order on every
+//!   node (see [`NatsBus`]).
+
+mod nats;
+mod sequencer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -11,6 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
 use veza_proto::RoomId;
 use veza_proto::chat::ChatEvent;
+use veza_store::Store;
+
+pub use nats::{CATCH_UP_EVERY, NatsBus, NatsBusError, SUBJECT_PREFIX};
+pub use sequencer::GAP_WAIT;
 
 /// Events buffered per room for a subscriber that falls behind. A subscriber that lags by more
 /// gets [`broadcast::error::RecvError::Lagged`] and should catch up from the history
@@ -23,6 +33,8 @@ pub const ROOM_CHANNEL_CAPACITY: usize = 1024;
 pub enum ChatBus {
     /// In-process: one broadcast channel per room, for a single node.
     Local(LocalBus),
+    /// Across nodes over NATS, in one order everywhere.
+    Nats(NatsBus),
 }
 
 impl ChatBus {
@@ -31,13 +43,20 @@ impl ChatBus {
         ChatBus::Local(LocalBus::new())
     }
 
+    /// The NATS bus, connected to `url` (see [`NatsBus::connect`]); `store` is the one the
+    /// chat service writes to, read back to fill gaps.
+    pub async fn nats(url: &str, store: Store) -> Result<Self, NatsBusError> {
+        Ok(ChatBus::Nats(NatsBus::connect(url, store).await?))
+    }
+
     /// Delivers `event` to every current subscriber of its room. Asynchronous so that a
-    /// network transport fits behind the same call.
+    /// network transport fits behind the same call; it never waits for the network.
     pub async fn publish(&self, event: ChatEvent) {
         match self {
             ChatBus::Local(bus) => {
                 bus.publish(event);
             }
+            ChatBus::Nats(bus) => bus.publish(event),
         }
     }
 
@@ -45,6 +64,7 @@ impl ChatBus {
     pub fn subscribe(&self, room: RoomId) -> broadcast::Receiver<ChatEvent> {
         match self {
             ChatBus::Local(bus) => bus.subscribe(room),
+            ChatBus::Nats(bus) => bus.subscribe(room),
         }
     }
 }
@@ -120,6 +140,14 @@ impl LocalBus {
             .entry(room)
             .or_insert_with(|| broadcast::channel(ROOM_CHANNEL_CAPACITY).0)
             .subscribe()
+    }
+
+    /// How many receivers the room's channel has.
+    pub fn subscribers(&self, room: RoomId) -> usize {
+        self.lock()
+            .channels
+            .get(&room)
+            .map_or(0, broadcast::Sender::receiver_count)
     }
 
     /// How many rooms have a channel.

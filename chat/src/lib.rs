@@ -43,6 +43,11 @@
 //! [`ChatService::history`] `After` the last seq it holds — which is also what a client does
 //! after a reconnect.
 //!
+//! Across nodes ([`ChatBus::Nats`], built with [`ChatBus::nats`] and given to
+//! [`ChatService::with_bus`]) the same holds on every node, in one order: each subscriber gets
+//! a room's `Created` events in strictly increasing seq, without gaps or repeats, whichever node
+//! sent them; what NATS loses or reorders is read back from the store (see [`NatsBus`]).
+//!
 //! # Permissions
 //!
 //! Moderation (deleting others' messages, mutes) needs the owner or moderator role both in the
@@ -63,7 +68,7 @@ use veza_proto::chat::{ChatEvent, ChatMessage};
 use veza_proto::{MediaClaims, ModerationDenied, Role, RoomId, UserId, Visibility};
 use veza_store::{ChatStanding, Store, StoreError};
 
-pub use bus::{ChatBus, LocalBus};
+pub use bus::{ChatBus, LocalBus, NatsBus, NatsBusError};
 pub use config::ChatConfig;
 pub use error::ChatError;
 pub use validate::MAX_CLIENT_ID_LEN;

@@ -78,24 +78,25 @@ enum Sink {
     Ogg(OggOpusWriter<std::io::BufWriter<std::fs::File>>),
 }
 
-/// Connects, follows the room's broadcasts and writes what arrives.
+/// How long to wait before joining again after a failed attempt.
+const REJOIN_RETRY: Duration = Duration::from_millis(250);
+
+/// Why following a session stopped.
+enum Ended {
+    /// The duration passed, Ctrl-C, or the server ended the room for us: finish.
+    Done,
+    /// The session was lost in a way worth joining again for (the node vanished or is
+    /// draining).
+    Lost(String),
+}
+
+/// Connects, follows the room's broadcasts and writes what arrives. When the session is lost
+/// (the media node died, or drains and sends its clients away) the listener joins again
+/// through the API, which places it on another node, and goes on writing to the same output.
 pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSummary, ClientError> {
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
     let mut timing = TimingLog::create(options.timing_log.as_deref())?;
-    let connection = net::connect_with(
-        target,
-        net::ConnectOptions {
-            datagrams: options.datagrams,
-        },
-    )
-    .await?;
-    let session = connection.session;
-    let subscriber = session.subscriber();
-    let mut announcements = subscriber
-        .announced("")
-        .await
-        .map_err(|e| ClientError::Closed(e.to_string()))?;
     let mut sink: Option<Sink> = None;
     let mut summary = ListenSummary::default();
     let expired = async {
@@ -105,25 +106,117 @@ pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSum
         }
     };
     tokio::pin!(expired);
-    'listening: loop {
+    let mut lost: Option<String> = None;
+    loop {
+        let connect = net::connect_with(
+            target,
+            net::ConnectOptions {
+                datagrams: options.datagrams,
+            },
+        );
+        let connection = tokio::select! {
+            () = &mut expired => break,
+            _ = tokio::signal::ctrl_c() => break,
+            connection = connect => connection,
+        };
+        let connection = match (connection, &lost) {
+            (Ok(connection), _) => connection,
+            (Err(err), None) => return Err(err.into()),
+            (Err(err), Some(_)) => {
+                tracing::warn!(%err, "cannot join again yet; retrying");
+                tokio::select! {
+                    () = &mut expired => break,
+                    _ = tokio::signal::ctrl_c() => break,
+                    () = tokio::time::sleep(REJOIN_RETRY) => continue,
+                }
+            }
+        };
+        if let Some(reason) = lost.take() {
+            tracing::warn!(url = %connection.url, reason, "joined the room again");
+        }
+        let session = connection.session;
+        let ended = follow(
+            &session,
+            &options,
+            &mut sink,
+            &mut summary,
+            &mut timing,
+            expired.as_mut(),
+        )
+        .await?;
+        match ended {
+            Ended::Done => {
+                session.close(veza_moq::code::session::NO_ERROR, "listener finished");
+                break;
+            }
+            Ended::Lost(reason) if can_join_again(target) => {
+                tracing::warn!(reason, "session lost; joining again through the API");
+                lost = Some(reason);
+            }
+            Ended::Lost(reason) => {
+                if sink.is_none() {
+                    return Err(ClientError::Closed(reason));
+                }
+                break;
+            }
+        }
+    }
+    // Nothing heard still leaves a valid, empty file.
+    let sink = match sink {
+        Some(sink) => sink,
+        None => open_sink(&options.output, 2)?,
+    };
+    sink.finish()?;
+    Ok(summary)
+}
+
+/// With an account the client joins through the API, which may pick another node; a bare
+/// media token can only go back to where it came from.
+fn can_join_again(target: &Target) -> bool {
+    matches!(target.credentials, net::Credentials::Password { .. })
+}
+
+/// Follows one session's broadcasts until the deadline, Ctrl-C, or the session's end.
+async fn follow(
+    session: &veza_moq::session::Session,
+    options: &ListenOptions,
+    sink: &mut Option<Sink>,
+    summary: &mut ListenSummary,
+    timing: &mut TimingLog,
+    mut expired: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<Ended, ClientError> {
+    use veza_moq::code::session::{GOING_AWAY, NO_ERROR};
+    let subscriber = session.subscriber();
+    let mut announcements = subscriber
+        .announced("")
+        .await
+        .map_err(|e| ClientError::Closed(e.to_string()))?;
+    let closed = async {
+        let (code, reason) = session.closed_with_code().await;
+        // A node that vanished (no code), drains (GOING_AWAY) or shuts down (NO_ERROR) is
+        // worth joining again for; a kick or a refused token is not.
+        if code.is_none_or(|c| c == GOING_AWAY || c == NO_ERROR) {
+            Ended::Lost(reason)
+        } else {
+            tracing::warn!(reason, "the server ended the session");
+            Ended::Done
+        }
+    };
+    tokio::pin!(closed);
+    loop {
         // The next broadcast.
         let path = loop {
             tokio::select! {
-                () = &mut expired => break 'listening,
-                _ = tokio::signal::ctrl_c() => break 'listening,
-                reason = session.closed() => {
-                    if sink.is_none() {
-                        return Err(ClientError::Closed(reason));
-                    }
-                    break 'listening;
-                }
+                () = &mut expired => return Ok(Ended::Done),
+                _ = tokio::signal::ctrl_c() => return Ok(Ended::Done),
+                ended = &mut closed => return Ok(ended),
                 next = announcements.next() => match next {
                     Ok(Some(a)) if a.active && options.broadcast.as_ref().is_none_or(|b| *b == a.path) => {
                         break a.path;
                     }
                     Ok(Some(_)) => {}
-                    Ok(None) => break 'listening,
-                    Err(err) => return Err(ClientError::Closed(err.to_string())),
+                    Ok(None) => return Ok(Ended::Done),
+                    Err(err) => return Ok(Ended::Lost(err.to_string())),
                 },
             }
         };
@@ -136,13 +229,13 @@ pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSum
         };
         let channels = u16::try_from(track.info.number_of_channels.clamp(1, 2)).unwrap_or(2);
         if sink.is_none() {
-            sink = Some(open_sink(&options.output, channels)?);
+            *sink = Some(open_sink(&options.output, channels)?);
         }
         let mut order = Reorder::default();
         loop {
             let frame = tokio::select! {
-                () = &mut expired => break 'listening,
-                _ = tokio::signal::ctrl_c() => break 'listening,
+                () = &mut expired => return Ok(Ended::Done),
+                _ = tokio::signal::ctrl_c() => return Ok(Ended::Done),
                 frame = track.next() => frame,
             };
             let Some(frame) = frame else {
@@ -153,25 +246,10 @@ pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSum
             while let Some((missing, payload)) = order.pop() {
                 summary.packets += 1;
                 summary.lost += missing;
-                write(
-                    sink.as_mut(),
-                    &mut summary,
-                    &mut timing,
-                    channels,
-                    missing,
-                    &payload,
-                )?;
+                write(sink.as_mut(), summary, timing, channels, missing, &payload)?;
             }
         }
     }
-    // Nothing heard still leaves a valid, empty file.
-    let sink = match sink {
-        Some(sink) => sink,
-        None => open_sink(&options.output, 2)?,
-    };
-    sink.finish()?;
-    session.close(veza_moq::code::session::NO_ERROR, "listener finished");
-    Ok(summary)
 }
 
 /// Writes one packet, after concealing `missing` ones before it (WAV).

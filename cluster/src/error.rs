@@ -4,8 +4,8 @@ use crate::rate_limit::Quota;
 
 /// Errors returned by the cluster services.
 ///
-/// Marked `#[non_exhaustive]` because further services (node registry, event
-/// bus) will add variants; match with a wildcard arm.
+/// Marked `#[non_exhaustive]` because further services (e.g. an event bus)
+/// will add variants; match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClusterError {
@@ -16,4 +16,12 @@ pub enum ClusterError {
     /// rate limiter.
     #[error("invalid quota {0:?}: per_minute and burst must both be at least 1")]
     InvalidQuota(Quota),
+    /// A [`NodeInfo`](crate::NodeInfo) that cannot be registered (empty id,
+    /// non-finite `cpu`).
+    #[error("invalid node record: {0}")]
+    InvalidNode(String),
+    /// A node record could not be encoded, or one read from Redis could not
+    /// be decoded (e.g. written by an incompatible version).
+    #[error("node record: {0}")]
+    Record(#[source] serde_json::Error),
 }

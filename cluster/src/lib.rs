@@ -1,13 +1,18 @@
 //! Cluster-wide services for Veza nodes.
 //!
-//! Currently this crate provides request **rate limiting** based on the
-//! generic cell rate algorithm (GCRA), with two interchangeable backends:
+//! Each service has two interchangeable backends: an in-process one for
+//! single-node deployments and tests, and a Redis one shared by every node
+//! talking to the same Redis. The Redis backends run Lua scripts, so each
+//! operation is atomic, on Redis's own clock, so nodes with skewed clocks
+//! still agree.
 //!
-//! * [`RateLimiter::memory`] — an in-process limiter for single-node
-//!   deployments and tests;
-//! * [`RateLimiter::redis`] — a Redis-backed limiter whose budget is shared by
-//!   every node talking to the same Redis, using Redis's own clock so that
-//!   nodes with skewed clocks still agree.
+//! * **Rate limiting** ([`RateLimiter`]) based on the generic cell rate
+//!   algorithm (GCRA): [`RateLimiter::memory`] or [`RateLimiter::redis`].
+//! * **Node registry and room placement** ([`NodeRegistry`]): media nodes
+//!   announce themselves and their load with heartbeats, and signaling asks
+//!   which node should take the next participant of a room (the room's home
+//!   node while it has room, otherwise the least-loaded other node, cascaded).
+//!   See the [`registry`] module for the rules.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), veza_cluster::ClusterError> {
@@ -20,9 +25,30 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! A media node heartbeats every few seconds; signaling places joins:
+//!
+//! ```no_run
+//! # async fn demo(me: veza_cluster::NodeInfo) -> Result<(), veza_cluster::ClusterError> {
+//! use std::time::Duration;
+//! use veza_cluster::NodeRegistry;
+//!
+//! let registry = NodeRegistry::redis("redis://127.0.0.1:6379", "veza:").await?;
+//! // On the media node, every 5 s (the TTL covers a few missed beats):
+//! registry.heartbeat(&me, Duration::from_secs(15)).await?;
+//! // In signaling, for each join:
+//! match registry.place("room-42", 500).await? {
+//!     Some(p) => println!("send to {} (cascaded: {})", p.node.http_url, p.cascaded),
+//!     None => println!("503: no media node available"),
+//! }
+//! # Ok(()) }
+//! ```
 
 mod error;
 pub mod rate_limit;
+mod redis_conn;
+pub mod registry;
 
 pub use error::ClusterError;
 pub use rate_limit::{Decision, MemoryRateLimiter, Quota, RateLimiter, RedisRateLimiter};
+pub use registry::{MemoryRegistry, NodeInfo, NodeRegistry, Placement, RedisRegistry};

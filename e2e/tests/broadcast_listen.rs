@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Serve, Server, TempDir, str_field, veza_bin};
+use support::{Serve, Server, TempDir, str_field, veza_bin, write_wav};
 use tokio::process::Command;
 
 /// A public room with an owner (who may publish) and a listener; their media tokens.
@@ -79,37 +79,6 @@ fn veza(args: &[&str]) -> Command {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A 16-bit mono WAV of consecutive tones.
-fn write_wav(path: &Path, rate: u32, tones: &[(f64, f64)]) {
-    let mut samples = Vec::new();
-    for &(frequency, seconds) in tones {
-        let start = samples.len();
-        for i in 0..(seconds * f64::from(rate)) as usize {
-            let t = (start + i) as f64 / f64::from(rate);
-            samples
-                .push((0.4 * (2.0 * std::f64::consts::PI * frequency * t).sin() * 32767.0) as i16);
-        }
-    }
-    let data_len = (samples.len() * 2) as u32;
-    let mut bytes = Vec::with_capacity(44 + samples.len() * 2);
-    bytes.extend_from_slice(b"RIFF");
-    bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
-    bytes.extend_from_slice(b"WAVEfmt ");
-    bytes.extend_from_slice(&16u32.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    bytes.extend_from_slice(&1u16.to_le_bytes()); // mono
-    bytes.extend_from_slice(&rate.to_le_bytes());
-    bytes.extend_from_slice(&(rate * 2).to_le_bytes());
-    bytes.extend_from_slice(&2u16.to_le_bytes());
-    bytes.extend_from_slice(&16u16.to_le_bytes());
-    bytes.extend_from_slice(b"data");
-    bytes.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        bytes.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, bytes).expect("writing the test WAV");
 }
 
 /// The first channel of a 16-bit PCM WAV, and its rate.

@@ -1,5 +1,5 @@
 //! Cluster mode: two `veza serve` nodes sharing one fresh PostgreSQL database, one JWT key
-//! file and Redis rate limits.
+//! file, Redis (rate limits, node registry) and NATS (chat fan-out).
 //!
 //! One test does every check in sequence, so nothing else in this binary touches the Redis
 //! rate-limit keys (the binary's prefix is the fixed `veza:rl:`). The client connects from a
@@ -39,6 +39,7 @@ async fn two_nodes_share_database_keys_and_rate_limits() {
         format!("veza:rl:api:{source}"),
     ]);
     let shared = TempDir::new("cluster");
+    let cluster = format!("e2e-{}", uuid::Uuid::new_v4().simple());
     let key_file = shared.path().join("jwt-keys.json");
 
     // `veza migrate` works on PostgreSQL and does not print the connection's secrets.
@@ -58,6 +59,9 @@ async fn two_nodes_share_database_keys_and_rate_limits() {
         Serve::new()
             .env("DATABASE_URL", db.url())
             .env("REDIS_URL", "redis://127.0.0.1:6379")
+            .env("NATS_URL", "nats://127.0.0.1:4222")
+            // A cluster of its own: nodes of other tests on this Redis are not placed on.
+            .env("VEZA_CLUSTER_NAME", &cluster)
             .env(
                 "VEZA_JWT_KEYS_FILE",
                 key_file.to_str().expect("utf-8 temp path"),
@@ -143,6 +147,39 @@ async fn two_nodes_share_database_keys_and_rate_limits() {
         .await
         .expect(200, "join on B with A's token");
     verify_jwt(str_field(&join, "/token"), &jwks_a).unwrap_or_else(|e| panic!("{e}"));
+    // The join names one of the two nodes, whichever answered.
+    let signaling = str_field(&join, "/urls/signaling");
+    assert!(
+        [&node_a, &node_b]
+            .iter()
+            .any(|n| signaling == format!("ws://127.0.0.1:{}/rtc", n.port())),
+        "{join}"
+    );
+
+    // Chat posted through A is read through B, in order.
+    for (i, node) in [&a, &b, &a].into_iter().enumerate() {
+        node.post(
+            &format!("/api/v1/rooms/{room_id}/messages"),
+            Some(token_a),
+            json!({ "text": format!("message {i}"), "client_id": format!("c{i}") }),
+        )
+        .await
+        .expect(201, "post chat");
+    }
+    let history = b
+        .get(
+            &format!("/api/v1/rooms/{room_id}/messages?after=0"),
+            Some(token_b),
+        )
+        .await
+        .expect(200, "history on B");
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(texts, ["message 0", "message 1", "message 2"], "{history}");
 
     // A refresh token from B is redeemed on A (auth request 3), then a login on B (4).
     let refresh = json!({ "refresh_token": str_field(&on_b, "/refresh_token") });

@@ -26,12 +26,16 @@ pub struct Ticket {
     pub token: String,
     /// The participant id of the token.
     pub participant: String,
+    /// The signaling WebSocket URL of the node the room is on.
+    pub signaling: String,
     /// The WHIP URL of the room.
     pub whip: String,
     /// The WHEP URL of the room.
     pub whep: String,
     /// The room's moq-lite URL, when the server runs QUIC.
     pub quic: Option<String>,
+    /// The SHA-256 of that node's QUIC certificate, when the join answer names it.
+    pub quic_sha256: Option<[u8; 32]>,
 }
 
 /// One room's participants.
@@ -145,9 +149,13 @@ impl Api {
         Ok(Ticket {
             token: field(&join, "/token")?,
             participant: field(&join, "/participant_id")?,
+            signaling: field(&join, "/urls/signaling").unwrap_or_default(),
             whip: field(&join, "/urls/whip").unwrap_or_else(|_| self.url(&format!("/whip/{room}"))),
             whep: field(&join, "/urls/whep").unwrap_or_else(|_| self.url(&format!("/whep/{room}"))),
             quic: field(&join, "/urls/quic").ok(),
+            quic_sha256: field(&join, "/urls/quic_sha256")
+                .ok()
+                .and_then(|hex| parse_hex(&hex)),
         })
     }
 

@@ -136,6 +136,14 @@ pub struct ChatOutcome {
     pub error_codes: Vec<String>,
     /// Why the peer failed, if it did.
     pub error: Option<String>,
+    /// The room sequence number of the last message received (receivers).
+    pub last_seq: Option<i64>,
+    /// Sequence numbers skipped between two received messages (receivers): each room's
+    /// messages should arrive gap-free.
+    pub seq_gaps: u64,
+    /// Messages whose sequence number was not above the previous one (a duplicate or a
+    /// reordering; receivers).
+    pub seq_regressions: u64,
 }
 
 impl ChatOutcome {
@@ -154,6 +162,21 @@ impl ChatOutcome {
             ack_latency: Histogram::default(),
             error_codes: Vec::new(),
             error: None,
+            last_seq: None,
+            seq_gaps: 0,
+            seq_regressions: 0,
+        }
+    }
+
+    /// Checks that `seq` follows the last one received.
+    fn order(&mut self, seq: i64) {
+        match self.last_seq {
+            Some(last) if seq <= last => self.seq_regressions += 1,
+            Some(last) => {
+                self.seq_gaps += u64::try_from(seq - last - 1).unwrap_or(0);
+                self.last_seq = Some(seq);
+            }
+            None => self.last_seq = Some(seq),
         }
     }
 }
@@ -202,6 +225,10 @@ pub struct ChatReport {
     pub delivered: u64,
     /// Acknowledged messages × connected receivers of their room.
     pub expected: u64,
+    /// Sequence numbers skipped, over all receivers (should be 0).
+    pub seq_gaps: u64,
+    /// Duplicated or reordered messages, over all receivers (should be 0).
+    pub seq_regressions: u64,
     /// Delivery latency over all receivers, µs.
     pub latency: Histogram,
     /// Acknowledgement latency over all senders, µs.
@@ -240,6 +267,8 @@ impl ChatReport {
             blocked: 0,
             delivered: 0,
             expected: 0,
+            seq_gaps: 0,
+            seq_regressions: 0,
             latency: Histogram::default(),
             ack_latency: Histogram::default(),
             connect_us: Vec::new(),
@@ -281,6 +310,8 @@ impl ChatReport {
             self.chat_errors += outcome.chat_errors;
             self.blocked += outcome.blocked;
             self.delivered += outcome.delivered;
+            self.seq_gaps += outcome.seq_gaps;
+            self.seq_regressions += outcome.seq_regressions;
             self.latency.merge(&outcome.latency);
             self.ack_latency.merge(&outcome.ack_latency);
             let room = outcome.room.min(self.rooms.saturating_sub(1));
@@ -355,6 +386,8 @@ impl ChatReport {
             "expected": self.expected,
             "lost": self.lost(),
             "loss_ratio": self.loss_ratio(),
+            "seq_gaps": self.seq_gaps,
+            "seq_regressions": self.seq_regressions,
             "sent_per_s": round3(self.per_s(self.sent)),
             "acked_per_s": round3(self.per_s(self.acked)),
             "messages_per_s": round3(self.messages_per_s()),
@@ -405,6 +438,7 @@ impl ChatReport {
              {errors} other refusals, {blocked} not taken by the channel)\n\
              delivered     {pps:.0} messages/s ({per:.0}/s per receiver)\n\
              loss          {loss:.3} % ({lost} of {expected})\n\
+             order         {gaps} sequence gaps, {regressions} duplicates or reorderings\n\
              latency       p50 {p50:.2} ms  p95 {p95:.2} ms  p99 {p99:.2} ms  max {max:.2} ms\n\
              ack latency   p50 {a50:.2} ms  p99 {a99:.2} ms\n\
              connect       p50 {c50:.1} ms  p99 {c99:.1} ms\n",
@@ -429,6 +463,8 @@ impl ChatReport {
             loss = self.loss_ratio() * 100.0,
             lost = self.lost(),
             expected = self.expected,
+            gaps = self.seq_gaps,
+            regressions = self.seq_regressions,
             p50 = ms(self.latency.quantile(0.5)),
             p95 = ms(self.latency.quantile(0.95)),
             p99 = ms(self.latency.quantile(0.99)),
@@ -543,11 +579,11 @@ async fn coordinate(options: &ChatOptions) -> Result<ChatReport, Error> {
             let role = ChatRole::Sender {
                 index: room * per_room + s,
             };
-            tasks.spawn(peer(role, room, ticket.token, ctx.clone()));
+            tasks.spawn(peer(role, room, ticket, ctx.clone()));
         }
         for _ in 0..options.receivers {
             let Some(ticket) = tickets.next() else { break };
-            tasks.spawn(peer(ChatRole::Receiver, room, ticket.token, ctx.clone()));
+            tasks.spawn(peer(ChatRole::Receiver, room, ticket, ctx.clone()));
         }
     }
     let peers = total_senders + total_receivers;
@@ -612,9 +648,9 @@ async fn coordinate(options: &ChatOptions) -> Result<ChatReport, Error> {
 }
 
 /// One chat peer until the run stops.
-async fn peer(role: ChatRole, room: usize, token: String, ctx: Ctx) -> ChatOutcome {
+async fn peer(role: ChatRole, room: usize, ticket: api::Ticket, ctx: Ctx) -> ChatOutcome {
     let mut out = ChatOutcome::new(role, room);
-    if let Err(err) = drive(&mut out, &token, &ctx).await {
+    if let Err(err) = drive(&mut out, &ticket, &ctx).await {
         ctx.live.failed.fetch_add(1, Ordering::Relaxed);
         out.error = Some(err);
     }
@@ -627,7 +663,8 @@ struct Schedule {
     seq: u64,
 }
 
-async fn drive(out: &mut ChatOutcome, token: &str, ctx: &Ctx) -> Result<(), String> {
+async fn drive(out: &mut ChatOutcome, ticket: &api::Ticket, ctx: &Ctx) -> Result<(), String> {
+    let token = ticket.token.as_str();
     let permit = ctx.connecting.clone().acquire_owned().await;
     let started = Instant::now();
     let give_up = started + CONNECT_TIMEOUT;
@@ -638,7 +675,15 @@ async fn drive(out: &mut ChatOutcome, token: &str, ctx: &Ctx) -> Result<(), Stri
         .local_addr()
         .map_err(|e| format!("UDP socket: {e}"))?;
     let (mut ws, offer) = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let mut ws = ctx.endpoint.connect(token).await?;
+        // The node the API placed this peer on (the server itself when it is one node).
+        let mut ws = if ticket.signaling.is_empty() || ticket.signaling == ctx.endpoint.url() {
+            ctx.endpoint.connect(token).await?
+        } else {
+            Endpoint::at(&ticket.signaling)
+                .await?
+                .connect(token)
+                .await?
+        };
         let offer = ws::until_offer(&mut ws).await?;
         Ok::<_, String>((ws, offer))
     })
@@ -868,6 +913,8 @@ struct ChatFrame<'a> {
 struct ChatText<'a> {
     #[serde(borrow)]
     text: Cow<'a, str>,
+    #[serde(default)]
+    seq: Option<i64>,
 }
 
 /// The fields of a `chat.error` frame the tool reads (its `message` is a sentence).
@@ -882,8 +929,8 @@ struct ErrorFrame {
 /// What a chat frame means for the peer receiving it.
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
-    /// Someone's message, sent at µs.
-    Created(u64),
+    /// Someone's message, sent at µs, with its room sequence number.
+    Created(u64, Option<i64>),
     /// Our message was stored; sent at µs.
     Acked(u64),
     /// Our message was refused by the rate limit; sent at µs.
@@ -912,8 +959,9 @@ fn classify(data: &[u8]) -> Seen {
         .message
         .as_ref()
         .and_then(|m| sent_at_from_text(&m.text));
+    let seq = frame.message.as_ref().and_then(|m| m.seq);
     match (&*frame.kind, sent) {
-        ("chat.created", Some(sent)) => Seen::Created(sent),
+        ("chat.created", Some(sent)) => Seen::Created(sent, seq),
         ("chat.ack", Some(sent)) => Seen::Acked(sent),
         _ => Seen::Other,
     }
@@ -926,8 +974,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn on_chat(out: &mut ChatOutcome, data: &[u8], ctx: &Ctx) {
     let now = clock::now_us();
     match (classify(data), out.role) {
-        (Seen::Created(sent), ChatRole::Receiver) => {
+        (Seen::Created(sent, seq), ChatRole::Receiver) => {
             ctx.live.received.fetch_add(1, Ordering::Relaxed);
+            if let Some(seq) = seq {
+                out.order(seq);
+            }
             if ctx.live.in_window(sent) {
                 out.delivered += 1;
                 out.latency.record(now.saturating_sub(sent));
@@ -981,7 +1032,10 @@ mod tests {
                    "created_at":1,"edited_at":null,"deleted":false})
         };
         let created = json!({"type":"chat.created","message":message("lt 500 1 2")});
-        assert_eq!(classify(created.to_string().as_bytes()), Seen::Created(500));
+        assert_eq!(
+            classify(created.to_string().as_bytes()),
+            Seen::Created(500, Some(1))
+        );
         let ack = json!({"type":"chat.ack","message":message("lt 600 1 3")});
         assert_eq!(classify(ack.to_string().as_bytes()), Seen::Acked(600));
         let refused = json!({"type":"chat.error","code":"chat_rate_limited",
@@ -995,6 +1049,17 @@ mod tests {
         let foreign = json!({"type":"chat.created","message":message("hi all")});
         assert_eq!(classify(foreign.to_string().as_bytes()), Seen::Other);
         assert_eq!(classify(b"not json"), Seen::Other);
+    }
+
+    #[test]
+    fn receivers_count_sequence_gaps_and_regressions() {
+        let mut out = ChatOutcome::new(ChatRole::Receiver, 0);
+        for seq in [7, 8, 9, 11, 11, 10, 12] {
+            out.order(seq);
+        }
+        assert_eq!(out.seq_gaps, 1);
+        assert_eq!(out.seq_regressions, 2);
+        assert_eq!(out.last_seq, Some(12));
     }
 
     #[test]

@@ -32,12 +32,15 @@ pub async fn run(
     role: Role,
     ticket: Ticket,
     publishers: usize,
-    sha256: [u8; 32],
+    sha256: Option<[u8; 32]>,
     ctx: Context,
 ) -> Outcome {
     let permit = ctx.connecting.clone().acquire_owned().await;
     let Some(url) = ticket.quic.clone() else {
         return Outcome::failed(role, None, "the server has no QUIC URL".into(), &ctx.live);
+    };
+    let Some(sha256) = ticket.quic_sha256.or(sha256) else {
+        return Outcome::failed(role, None, "no QUIC certificate hash".into(), &ctx.live);
     };
     let started = Instant::now();
     let session = match tokio::time::timeout(

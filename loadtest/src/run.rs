@@ -79,19 +79,14 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
         options.subscribers,
     )
     .await?;
-    let sha256 = match options.transport {
-        Transport::Quic => Some(api.quic_certificate().await?),
-        Transport::WebRtc => None,
-    };
+    // In a cluster the API node serves no QUIC itself: each join names its node's hash.
+    let sha256 = api.quic_certificate().await.ok();
     let packets: Arc<[Vec<u8>]> = tone::packets()?.into();
     let cert = webrtc::certificate();
     let local_ip = webrtc::local_ip_towards(server_addr);
     let misbehaving = if options.misbehave > 0 {
         let (access, _) = api.register(&format!("{prefix}-misbehave")).await?;
-        let quic_sha256 = match sha256 {
-            Some(sha256) => Some(sha256),
-            None => api.quic_certificate().await.ok(),
-        };
+        let quic_sha256 = sha256;
         Some(misbehave::Setup {
             api: api.clone(),
             endpoint: Arc::new(ws::Endpoint::new(&options.server, server_addr)?),
@@ -134,11 +129,9 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
 
     let spawn = |tasks: &mut JoinSet<Outcome>, role, ticket, publishers| {
         let ctx = ctx.clone();
-        match (options.transport, sha256) {
-            (Transport::Quic, Some(sha256)) => {
-                tasks.spawn(quic::run(role, ticket, publishers, sha256, ctx))
-            }
-            _ => tasks.spawn(webrtc::run(
+        match options.transport {
+            Transport::Quic => tasks.spawn(quic::run(role, ticket, publishers, sha256, ctx)),
+            Transport::WebRtc => tasks.spawn(webrtc::run(
                 role,
                 ticket,
                 publishers,

@@ -41,6 +41,24 @@ impl Endpoint {
         Ok(Self { addr, url })
     }
 
+    /// The endpoint at a join answer's signaling URL (`ws://host:port/rtc`): in a cluster
+    /// each media node has its own.
+    pub async fn at(url: &str) -> Result<Self, String> {
+        let authority = url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| format!("{url}: the load tool speaks plain ws:// only"))?;
+        let addr = tokio::net::lookup_host(authority)
+            .await
+            .map_err(|e| format!("resolving {authority}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{authority} has no address"))?;
+        Ok(Self {
+            addr,
+            url: url.to_owned(),
+        })
+    }
+
     /// The server's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

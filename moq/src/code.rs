@@ -33,6 +33,9 @@ pub mod session {
     pub const CONTROL_TIMEOUT: u32 = 0x11;
     /// No version could be negotiated.
     pub const VERSION_NEGOTIATION_FAILED: u32 = 0x15;
+    /// Veza's GOAWAY: this node is draining; connect again through the API, which places the
+    /// session on another node. (moq-lite-06 has no GOAWAY message, so the close code says it.)
+    pub const GOING_AWAY: u32 = super::APP_BASE + 1;
 }
 
 /// Stream reset / STOP_SENDING codes.

@@ -138,6 +138,12 @@ pub enum ServerMessage {
     Pong,
     /// You were removed from the room; the socket closes.
     Kicked,
+    /// This media node is going away (draining or shutting down): join the room again
+    /// through the API, which places you on another node. The socket closes.
+    Reconnect {
+        /// Why, e.g. `draining`.
+        reason: String,
+    },
     /// A request failed; the session goes on.
     Error {
         /// snake_case.

@@ -3,10 +3,12 @@
 //! active-speaker detection from audio levels. It takes `now` as input and never reads a clock,
 //! so it runs the same in production and on the virtual clock of the simulation tests.
 //! [`webrtc`] drives it: one tokio task owning the UDP socket and every str0m peer. [`quic`]
-//! joins moq-lite sessions (raw QUIC and WebTransport) to the same shard.
+//! joins moq-lite sessions (raw QUIC and WebTransport) to the same shard. [`relay`] is the
+//! cluster cascade: a node pulls a room's tracks from the other nodes hosting it.
 
 pub mod engine;
 pub mod quic;
+pub mod relay;
 pub mod webrtc;
 
 use veza_proto::MediaClaims;

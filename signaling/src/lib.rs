@@ -50,6 +50,8 @@ struct Inner {
     chat: Option<ChatService>,
     grace: Duration,
     rooms: Mutex<HashMap<RoomId, Room>>,
+    /// Set by [`Signaling::drain`]: new sessions are sent elsewhere, ending ones leave at once.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Who is in a room, as signaling knows them.
@@ -93,6 +95,7 @@ impl Signaling {
                 chat,
                 grace,
                 rooms: Mutex::new(HashMap::new()),
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -158,6 +161,31 @@ impl Signaling {
         for participant in participants {
             self.inner.media.leave(participant);
         }
+    }
+
+    /// Drains this node: every session is told to `reconnect` (join again through the API,
+    /// which places it on another node) and closes; its participant leaves at once, without
+    /// the reconnect grace period. Sessions that start afterwards get the same answer.
+    pub fn drain(&self, reason: &str) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let message = ServerMessage::Reconnect {
+            reason: reason.to_owned(),
+        };
+        for room in self.rooms().values() {
+            for member in room.members.values() {
+                if let Some(outbox) = &member.outbox {
+                    let _ = outbox.send(message.clone());
+                }
+            }
+        }
+    }
+
+    fn draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn forget(&self, room: RoomId, participant: ParticipantId) {
@@ -262,6 +290,16 @@ where
 {
     let room = claims.room;
     let participant = claims.participant;
+    if signaling.draining() {
+        let _ = send(
+            &mut sink,
+            &ServerMessage::Reconnect {
+                reason: "draining".into(),
+            },
+        )
+        .await;
+        return;
+    }
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (outbox_tx, mut outbox) = mpsc::unbounded_channel();
 
@@ -393,11 +431,20 @@ where
             }
             Some(message) = outbox.recv() => {
                 open &= send(&mut sink, &message).await;
+                if matches!(message, ServerMessage::Reconnect { .. }) {
+                    // Sent elsewhere: no grace period here.
+                    signaling.inner.media.leave(participant);
+                    kicked = true;
+                    open = false;
+                }
             }
         }
     }
 
-    if kicked {
+    if kicked || signaling.draining() {
+        if !kicked {
+            signaling.inner.media.leave(participant);
+        }
         signaling.forget(room, participant);
         signaling.broadcast(
             room,

@@ -93,6 +93,20 @@ pub struct Config {
     /// `VEZA_CHAT_BLOCKED_WORDS`: comma-separated words and phrases refused in chat messages
     /// (without case, on word boundaries).
     pub chat_blocked_words: Vec<String>,
+    /// `VEZA_CLUSTER_SECRET`: authenticates media nodes to each other (the cascade); the same
+    /// long random string on every node. Without it a node neither pulls nor serves pulls.
+    pub cluster_secret: Option<String>,
+    /// `VEZA_CLUSTER_NAME`: the nodes sharing this name (and Redis) form one cluster; it
+    /// prefixes the registry's Redis keys. Default `veza`.
+    pub cluster_name: String,
+    /// `VEZA_NODE_ID`: this media node's id in the registry; default a random one per start.
+    pub node_id: Option<String>,
+    /// `VEZA_NODE_MAX_PARTICIPANTS`: a room's later joiners go to its home node until that
+    /// node holds this many participants, then to another node (the room is cascaded).
+    pub node_max_participants: u32,
+    /// `VEZA_DRAIN_TIMEOUT_SECS`: on SIGTERM a media node waits this long for its clients to
+    /// move to other nodes before it exits.
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -125,16 +139,17 @@ impl Default for Config {
             quic_public_url: None,
             quic_cert: None,
             quic_key: None,
+            cluster_secret: None,
+            cluster_name: "veza".into(),
+            node_id: None,
+            node_max_participants: 500,
+            drain_timeout_secs: 30,
         }
     }
 }
 
 /// The STUN server handed to clients unless configured otherwise (LiveKit's default too).
 pub const DEFAULT_STUN_URL: &str = "stun:stun.l.google.com:19302";
-
-/// Environment variables reserved for settings that later parts of Veza read; accepted
-/// without a warning.
-const RESERVED_ENV: &[&str] = &["VEZA_CLUSTER_SECRET"];
 
 fn parse<T: FromStr>(name: &str, value: &str) -> anyhow::Result<T>
 where
@@ -209,7 +224,14 @@ impl Config {
                         .map(|ip| parse(&name, ip))
                         .collect::<anyhow::Result<_>>()?;
                 }
-                other if other.starts_with("VEZA_") && !RESERVED_ENV.contains(&other) => {
+                "VEZA_CLUSTER_SECRET" => self.cluster_secret = Some(value),
+                "VEZA_NODE_ID" => self.node_id = Some(value),
+                "VEZA_CLUSTER_NAME" => self.cluster_name = value,
+                "VEZA_NODE_MAX_PARTICIPANTS" => {
+                    self.node_max_participants = parse(&name, &value)?;
+                }
+                "VEZA_DRAIN_TIMEOUT_SECS" => self.drain_timeout_secs = parse(&name, &value)?,
+                other if other.starts_with("VEZA_") => {
                     unknown.push(name);
                 }
                 _ => {}
@@ -285,6 +307,25 @@ impl Config {
             .any(|w| w.trim().is_empty() || w.contains('\0'))
         {
             bail!("chat_blocked_words must not hold empty words or U+0000");
+        }
+        if self.cluster_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            bail!("cluster_secret must be at least 16 characters");
+        }
+        let name_ok = |id: &str| {
+            !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if self.node_id.as_deref().is_some_and(|id| !name_ok(id)) {
+            bail!("node_id must be 1 to 64 letters, digits, '-' or '_'");
+        }
+        if !name_ok(&self.cluster_name) {
+            bail!("cluster_name must be 1 to 64 letters, digits, '-' or '_'");
+        }
+        if self.node_max_participants == 0 {
+            bail!("node_max_participants must be at least 1");
         }
         if self.quic_cert.is_some() != self.quic_key.is_some() {
             bail!("quic_cert and quic_key go together");

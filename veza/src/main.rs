@@ -1,12 +1,15 @@
 //! `veza`: the one binary of the Veza platform.
 //!
 //! `veza serve` runs everything in one process on embedded defaults (SQLite and a JWT key in the
-//! data folder, in-process rate limits); with `DATABASE_URL=postgres://…` and `REDIS_URL` the
-//! same binary serves as one node of a cluster.
+//! data folder, in-process rate limits, registry and chat fan-out); with
+//! `DATABASE_URL=postgres://…`, `REDIS_URL` and `NATS_URL` the same binary is one node of a
+//! cluster, and `veza api` / `veza media` run the two halves separately.
 
 mod client;
 mod config;
+mod control;
 mod loadtest;
+mod node;
 mod web;
 
 use std::net::SocketAddr;
@@ -18,11 +21,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
-use veza_api::{AppState, KeyRing};
-use veza_cluster::RateLimiter;
+use veza_api::{AppState, KeyRing, Placement};
+use veza_chat::ChatBus;
+use veza_cluster::{NodeInfo, NodeRegistry, RateLimiter};
 use veza_proto::MediaClaims;
 use veza_sfu::engine::{Config as EngineConfig, Engine};
 use veza_sfu::quic::{CertStore, Certificate, QuicConfig, QuicServer};
+use veza_sfu::relay::{CascadeKey, Relay};
 use veza_sfu::webrtc::{MediaConfig, MediaMetrics, MediaServer};
 use veza_signaling::{Signaling, TokenVerifier};
 use veza_store::Store;
@@ -49,17 +54,28 @@ struct Cli {
     command: Command,
 }
 
+/// Where a server listens, over the configuration.
+#[derive(Debug, Clone, clap::Args)]
+struct ServeArgs {
+    /// Where HTTP listens (overrides VEZA_HTTP_ADDR).
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// The URL clients reach this node at (overrides VEZA_PUBLIC_URL).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole platform in this process.
-    Serve {
-        /// Where the HTTP API listens (overrides VEZA_HTTP_ADDR).
-        #[arg(long, value_name = "ADDR")]
-        http_addr: Option<SocketAddr>,
-        /// The URL clients reach this node at (overrides VEZA_PUBLIC_URL).
-        #[arg(long, value_name = "URL")]
-        public_url: Option<String>,
-    },
+    /// Run the whole platform in this process (API and media).
+    Serve(ServeArgs),
+    /// Run only the REST API (and the web client): stateless, any number behind a load
+    /// balancer; joins are placed on the media nodes in the registry. Needs REDIS_URL and
+    /// NATS_URL.
+    Api(ServeArgs),
+    /// Run only a media node: signaling, WebRTC, QUIC, chat delivery and the cascade to other
+    /// nodes. Needs REDIS_URL and NATS_URL.
+    Media(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Administer users.
@@ -156,16 +172,24 @@ fn main() -> anyhow::Result<()> {
     if let Some(url) = &cli.database_url {
         config.database_url = Some(url.clone());
     }
-    if let Command::Serve {
-        http_addr,
-        public_url,
-    } = &command
-    {
-        if let Some(addr) = http_addr {
-            config.http_addr = *addr;
+    let role = match &command {
+        Command::Serve(args) => Some((Role::All, args)),
+        Command::Api(args) => Some((Role::Api, args)),
+        Command::Media(args) => Some((Role::Media, args)),
+        _ => None,
+    };
+    if let Some((role, args)) = role {
+        if let Some(addr) = args.http_addr {
+            config.http_addr = addr;
         }
-        if let Some(url) = public_url {
+        if let Some(url) = &args.public_url {
             config.public_url = Some(url.clone());
+        }
+        if role != Role::All && (config.redis_url.is_none() || config.nats_url.is_none()) {
+            anyhow::bail!(
+                "`veza api` and `veza media` are cluster roles: set REDIS_URL and NATS_URL \
+                 (or run everything with `veza serve`)"
+            );
         }
     }
     config.validate().context("invalid configuration")?;
@@ -180,7 +204,9 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match command {
-            Command::Serve { .. } => serve(config).await,
+            Command::Serve(_) => serve(config, Role::All).await,
+            Command::Api(_) => serve(config, Role::Api).await,
+            Command::Media(_) => serve(config, Role::Media).await,
             Command::Migrate => {
                 let store = open_store(&config).await?;
                 store.close().await;
@@ -264,19 +290,129 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Which halves of the platform a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `veza serve`: API and media.
+    All,
+    /// `veza api`.
+    Api,
+    /// `veza media`.
+    Media,
+}
+
+async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let keys = KeyRing::load_or_create(&config.jwt_keys_file(), &config.jwt_issuer())?;
+    let keys = match role {
+        // The API creates the key file; a media node only reads it (and may start first).
+        Role::Media => wait_for_keys(&config).await?,
+        Role::All | Role::Api => {
+            KeyRing::load_or_create(&config.jwt_keys_file(), &config.jwt_issuer())?
+        }
+    };
     let limiter = match &config.redis_url {
         Some(url) => RateLimiter::redis(url, "veza:rl:")
             .await
             .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
         None => RateLimiter::memory(),
     };
-    let chat = veza_api::ChatService::new(store.clone(), config.chat());
+    let registry = match &config.redis_url {
+        Some(url) => NodeRegistry::redis(url, &format!("{}:", config.cluster_name))
+            .await
+            .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
+        None => NodeRegistry::memory(),
+    };
+    let nats = match &config.nats_url {
+        Some(url) => Some(
+            async_nats::connect(url.as_str())
+                .await
+                .with_context(|| format!("connecting to NATS at {}", redact(url)))?,
+        ),
+        None => None,
+    };
+    let bus = match &config.nats_url {
+        Some(url) => ChatBus::nats(url, store.clone())
+            .await
+            .with_context(|| format!("connecting chat to NATS at {}", redact(url)))?,
+        None => ChatBus::local(),
+    };
+    let chat = veza_api::ChatService::with_bus(store.clone(), config.chat(), bus);
     let state = AppState::new(config.api(), store.clone(), keys, limiter, chat);
     spawn_housekeeping(state.clone());
+    if role != Role::Media {
+        state.set_placement(Placement {
+            registry: registry.clone(),
+            max_participants: config.node_max_participants,
+        });
+    }
 
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
+    let local = listener.local_addr()?;
+    let media = match role {
+        Role::Api => None,
+        Role::All | Role::Media => Some(start_media(&config, &state, registry).await?),
+    };
+    state.set_media_control(control::Control::new(
+        nats.clone(),
+        media.as_ref().map(|(local, _)| local.clone()),
+    ));
+    if let (Some(nats), Some((local, _))) = (&nats, &media) {
+        control::Control::listen(nats, local.clone()).await?;
+    }
+    let app = match (&media, role) {
+        (Some((local, _)), Role::Media) => veza_api::ops_router(state.clone())
+            .merge(veza_signaling::router(local.signaling.clone())),
+        (Some((local, _)), _) => veza_api::router(state.clone())
+            .merge(veza_signaling::router(local.signaling.clone()))
+            .merge(web::router()),
+        (None, _) => veza_api::router(state.clone()).merge(web::router()),
+    };
+    tracing::info!(
+        addr = %local,
+        role = ?role,
+        public_url = %config.public_url(),
+        database = %redact(&config.database_url()),
+        redis = config.redis_url.is_some(),
+        nats = config.nats_url.is_some(),
+        "veza is serving"
+    );
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stopped.await;
+        })
+        .into_future(),
+    );
+    shutdown_signal().await;
+    if let Some((local, node)) = &media {
+        drain(&config, local, node).await;
+    }
+    let _ = stop_http.send(());
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(result)) => result.context("serving HTTP")?,
+        Ok(Err(err)) => tracing::warn!(%err, "the HTTP server task failed"),
+        Err(_) => tracing::warn!("open HTTP connections did not close within 5 s"),
+    }
+    if let Some((local, _)) = &media {
+        local.quic.close();
+    }
+    store.close().await;
+    tracing::info!("veza stopped");
+    Ok(())
+}
+
+/// Starts WebRTC, QUIC, signaling and the cascade, and registers the node.
+async fn start_media(
+    config: &Config,
+    state: &AppState,
+    registry: NodeRegistry,
+) -> anyhow::Result<(control::LocalMedia, node::MediaNode)> {
     // Media and signaling metrics are served with the API's at /metrics.
     let media_metrics = MediaMetrics::new();
     media_metrics
@@ -299,40 +435,95 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("starting WebRTC media on {}", config.rtc_udp_addr))?;
     let tokens = Arc::new(MediaTokens(state.clone()));
-    let quic = start_quic(&config, media.clone(), tokens.clone())?;
-    let signaling = Signaling::new(media, tokens, Some(state.chat.clone()), RECONNECT_GRACE);
-
-    let listener = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding {}", config.http_addr))?;
-    let local = listener.local_addr()?;
-    tracing::info!(
-        addr = %local,
-        public_url = %config.public_url(),
-        database = %redact(&config.database_url()),
-        redis = config.redis_url.is_some(),
-        nats = config.nats_url.is_some(),
-        "veza is serving"
+    let cascade = config
+        .cluster_secret
+        .as_ref()
+        .map(|secret| CascadeKey::new(secret.as_bytes()));
+    let quic = start_quic(config, media.clone(), tokens.clone(), cascade.clone())?;
+    let signaling = Signaling::new(
+        media.clone(),
+        tokens,
+        Some(state.chat.clone()),
+        RECONNECT_GRACE,
     );
-    state.set_media_control(Arc::new(SignalingControl {
-        signaling: signaling.clone(),
-        quic_url: config.quic_public_url_on(quic.local_addr().port()),
-        quic: quic.clone(),
-    }));
-    let app = veza_api::router(state)
-        .merge(veza_signaling::router(signaling))
-        .merge(web::router());
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving HTTP")?;
-    quic.close();
-    store.close().await;
-    tracing::info!("veza stopped");
-    Ok(())
+    let quic_url = config.quic_public_url_on(quic.local_addr().port());
+    let id = config.node_id.clone().unwrap_or_else(|| {
+        veza_proto::ParticipantId::new()
+            .to_string()
+            .replace('-', "")
+    });
+    let relay = cascade.map(|key| Relay::new(id.clone(), key, media.clone()));
+    let node = node::MediaNode::new(
+        registry,
+        NodeInfo {
+            id,
+            http_url: config.public_url(),
+            quic_url: Some(quic_url.clone()),
+            quic_sha256: None,
+            udp_addr: media.local_addr().to_string(),
+            participants: 0,
+            packets_per_s: 0,
+            cpu: 0.0,
+            draining: false,
+        },
+        media,
+        quic.clone(),
+        relay,
+    );
+    node.start().await?;
+    Ok((
+        control::LocalMedia {
+            signaling,
+            quic,
+            quic_url,
+        },
+        node,
+    ))
+}
+
+/// On SIGTERM a media node stops taking rooms, sends its clients elsewhere (signaling
+/// `reconnect`, QUIC GOAWAY) and waits until they are gone or the drain timeout passes.
+async fn drain(config: &Config, local: &control::LocalMedia, node: &node::MediaNode) {
+    let timeout = Duration::from_secs(config.drain_timeout_secs);
+    tracing::info!(node = node.id(), ?timeout, "draining");
+    node.drain().await;
+    local.signaling.drain("draining");
+    local.quic.drain();
+    let deadline = tokio::time::Instant::now() + timeout;
+    // The live counts lag by up to a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    loop {
+        let left = node.participants();
+        if left == 0 {
+            tracing::info!("drained: no participant left");
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                participants = left,
+                "drain timeout: exiting with participants left"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    node.deregister().await;
+}
+
+/// Waits up to 30 s for the JWT key file the API creates.
+async fn wait_for_keys(config: &Config) -> anyhow::Result<KeyRing> {
+    let path = config.jwt_keys_file();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "no JWT key file at {} after 30 s: start `veza api` first, or run `veza keys rotate`",
+                path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(KeyRing::load_or_create(&path, &config.jwt_issuer())?)
 }
 
 /// Starts moq-lite over QUIC with the configured certificate, or a self-signed one that is
@@ -341,6 +532,7 @@ fn start_quic(
     config: &Config,
     media: MediaServer,
     tokens: Arc<MediaTokens>,
+    cascade: Option<CascadeKey>,
 ) -> anyhow::Result<QuicServer> {
     let certificate = match (&config.quic_cert, &config.quic_key) {
         (Some(chain), Some(key)) => Certificate::from_pem_files(chain, key)?,
@@ -353,6 +545,7 @@ fn start_quic(
             addr: config.quic_addr,
             certificate: store,
             idle_timeout: Duration::from_secs(30),
+            cascade,
         },
         media,
         tokens,
@@ -397,35 +590,6 @@ struct MediaTokens(AppState);
 impl TokenVerifier for MediaTokens {
     fn verify_media(&self, token: &str) -> Result<MediaClaims, String> {
         self.0.keys.verify_media(token).map_err(|e| e.to_string())
-    }
-}
-
-/// REST moderation reaches the media path through signaling.
-#[derive(Debug)]
-struct SignalingControl {
-    signaling: Signaling,
-    quic: QuicServer,
-    quic_url: String,
-}
-
-impl veza_api::MediaControl for SignalingControl {
-    fn remove_user(&self, room: veza_proto::RoomId, user: veza_proto::UserId) {
-        self.signaling.remove_user(room, user);
-        self.quic.remove_user(room, user);
-    }
-
-    fn room_live(&self, room: veza_proto::RoomId) -> (u32, u32) {
-        self.quic
-            .media()
-            .room_live(room)
-            .map_or((0, 0), |live| (live.participants, live.publishers))
-    }
-
-    fn quic_endpoint(&self) -> Option<veza_api::QuicEndpoint> {
-        Some(veza_api::QuicEndpoint {
-            url: self.quic_url.clone(),
-            sha256: self.quic.certificate().sha256_hex(),
-        })
     }
 }
 

@@ -5,22 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{Decision, Quota};
 use crate::ClusterError;
 
 /// The GCRA script; see `gcra.lua` for its contract.
 const GCRA_SCRIPT: &str = include_str!("gcra.lua");
-
-/// Time allowed for establishing a TCP connection to Redis.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time allowed for one Redis round trip before the check fails.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connection attempts retried (with backoff) before giving up.
-const CONNECT_RETRIES: usize = 2;
-/// Upper bound on the backoff between connection attempts, in milliseconds.
-const MAX_RETRY_DELAY_MS: u64 = 500;
 
 /// A GCRA rate limiter whose state lives in Redis, so every node using the
 /// same Redis and key prefix shares one budget per key.
@@ -49,13 +40,7 @@ impl RedisRateLimiter {
     /// connection is a `ConnectionManager`, so later failures trigger
     /// reconnects; checks fail with [`ClusterError::Redis`] meanwhile.
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, ClusterError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECTION_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_number_of_retries(CONNECT_RETRIES)
-            .set_max_delay(MAX_RETRY_DELAY_MS);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = crate::redis_conn::connect(url).await?;
         Self::with_connection(conn, key_prefix).await
     }
 

@@ -9,6 +9,7 @@
 // Each test file is its own crate and uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod quic;
 
 use std::collections::BTreeMap;
@@ -141,6 +142,8 @@ pub struct Serve {
     env: BTreeMap<String, Option<String>>,
     /// Global flags, placed before `serve`.
     args: Vec<OsString>,
+    /// The subcommand: `serve`, `api` or `media`.
+    role: &'static str,
 }
 
 impl Default for Serve {
@@ -155,6 +158,7 @@ impl Serve {
         Self {
             env: BTreeMap::new(),
             args: Vec::new(),
+            role: "serve",
         }
         .env("VEZA_LOG_FORMAT", "json")
         .env("VEZA_RATE_LIMIT_PER_MIN", "100000")
@@ -173,6 +177,12 @@ impl Serve {
     /// Leaves an environment variable (e.g. a default of [`Serve::new`]) unset.
     pub fn env_remove(mut self, name: &str) -> Self {
         self.env.insert(name.to_owned(), None);
+        self
+    }
+
+    /// Runs `veza api` or `veza media` instead of `veza serve`.
+    pub fn role(mut self, role: &'static str) -> Self {
+        self.role = role;
         self
     }
 
@@ -197,7 +207,7 @@ impl Serve {
             cmd.args(&self.args)
                 .arg("--data-dir")
                 .arg(&data_dir)
-                .arg("serve")
+                .arg(self.role)
                 .arg("--http-addr")
                 .arg(format!("127.0.0.1:{port}"))
                 .stdout(Stdio::null())
@@ -658,4 +668,35 @@ impl Api {
         self.send(self.client.delete(format!("{}{path}", self.base)), token)
             .await
     }
+}
+
+/// A 16-bit mono WAV of consecutive tones.
+pub fn write_wav(path: &Path, rate: u32, tones: &[(f64, f64)]) {
+    let mut samples = Vec::new();
+    for &(frequency, seconds) in tones {
+        let start = samples.len();
+        for i in 0..(seconds * f64::from(rate)) as usize {
+            let t = (start + i) as f64 / f64::from(rate);
+            samples
+                .push((0.4 * (2.0 * std::f64::consts::PI * frequency * t).sin() * 32767.0) as i16);
+        }
+    }
+    let data_len = (samples.len() * 2) as u32;
+    let mut bytes = Vec::with_capacity(44 + samples.len() * 2);
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
+    bytes.extend_from_slice(b"WAVEfmt ");
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // mono
+    bytes.extend_from_slice(&rate.to_le_bytes());
+    bytes.extend_from_slice(&(rate * 2).to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&16u16.to_le_bytes());
+    bytes.extend_from_slice(b"data");
+    bytes.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        bytes.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, bytes).expect("writing the test WAV");
 }

@@ -18,6 +18,7 @@
 //! A protocol violation on any stream closes the session with
 //! [`code::session::PROTOCOL_VIOLATION`](crate::code::session::PROTOCOL_VIOLATION) and a reason; an unknown stream type only resets that stream.
 
+mod dial;
 mod io;
 mod publisher;
 mod subscriber;
@@ -33,6 +34,9 @@ use crate::code;
 use crate::coding::{Decode, DecodeError, Encode, encode_varint};
 use crate::message::{Datagram, Setup, StreamType, UniStreamType};
 
+pub use dial::{
+    DIAL_IDLE_TIMEOUT, DIAL_KEEP_ALIVE, DialError, dial, dial_with, parse_hex, pinned_client_config,
+};
 pub use publisher::{AudioInfo, BroadcastWriter, Publisher};
 pub use subscriber::{Announcement, Announcements, AudioFrame, AudioTrack, Subscriber};
 
@@ -168,6 +172,22 @@ impl Session {
     /// Resolves when the session is closed, by either side; returns the code and reason.
     pub async fn closed(&self) -> String {
         self.shared.transport.closed().await.to_string()
+    }
+
+    /// Like [`Session::closed`], with the peer's application close code (a
+    /// [`code::session`] value) when the peer closed the session with one; `None` for a
+    /// timeout, a reset, or a local close.
+    pub async fn closed_with_code(&self) -> (Option<u32>, String) {
+        use web_transport_quinn::{SessionError, WebTransportError, quinn::ConnectionError};
+        let error = self.shared.transport.closed().await;
+        let code = match &error {
+            SessionError::WebTransportError(WebTransportError::Closed(code, _)) => Some(*code),
+            SessionError::ConnectionError(ConnectionError::ApplicationClosed(close)) => {
+                u32::try_from(close.error_code.into_inner()).ok()
+            }
+            _ => None,
+        };
+        (code, error.to_string())
     }
 
     /// Closes the session as a protocol violation.

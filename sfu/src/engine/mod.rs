@@ -242,19 +242,19 @@ impl Engine {
             track: None,
             slots: Vec::new(),
         };
-        let wants_all = record.wants_all_tracks();
         self.participants.insert(participant, record);
         self.emit(Event::ParticipantJoined {
             room: room_id,
             participant,
         });
         match mode {
-            SubscribeMode::AllTracks if wants_all => {
+            SubscribeMode::AllTracks | SubscribeMode::LocalTracks | SubscribeMode::Relayed => {
                 for track in existing_tracks {
-                    self.open_track_slot(participant, track);
+                    if self.wants_track(participant, track) {
+                        self.open_track_slot(participant, track);
+                    }
                 }
             }
-            SubscribeMode::AllTracks => {}
             SubscribeMode::ActiveSpeakers { slots } => {
                 for index in 0..slots {
                     self.open_slot(participant, SlotKind::ActiveSpeaker { index }, None);
@@ -362,11 +362,7 @@ impl Engine {
             track,
         });
         for sub in subscribers {
-            let wants = self
-                .participants
-                .get(&sub)
-                .is_some_and(Participant::wants_all_tracks);
-            if sub != participant && wants {
+            if sub != participant && self.wants_track(sub, track) {
                 self.open_track_slot(sub, track);
             }
         }
@@ -694,6 +690,11 @@ impl Engine {
             .map_or(&[], |r| r.participants.as_slice())
     }
 
+    /// How a participant receives (and whether it is one of the cascade's own).
+    pub fn mode_of(&self, participant: ParticipantId) -> Option<SubscribeMode> {
+        self.participants.get(&participant).map(|p| p.mode)
+    }
+
     /// The track a participant publishes.
     pub fn track_of(&self, participant: ParticipantId) -> Option<TrackId> {
         self.participants.get(&participant).and_then(|p| p.track)
@@ -772,6 +773,19 @@ impl Engine {
         }
         self.emit(Event::SlotOpened(info));
         id
+    }
+
+    /// True if `subscriber` gets a track slot for `track`.
+    fn wants_track(&self, subscriber: ParticipantId, track: TrackId) -> bool {
+        let owner_mode = self
+            .tracks
+            .get(&track)
+            .and_then(|t| self.participants.get(&t.owner))
+            .map(|p| p.mode);
+        match (self.participants.get(&subscriber), owner_mode) {
+            (Some(sub), Some(owner_mode)) => sub.wants_track_of(owner_mode),
+            _ => false,
+        }
     }
 
     fn open_track_slot(&mut self, subscriber: ParticipantId, track: TrackId) {

@@ -53,9 +53,14 @@ pub(crate) struct Participant {
 }
 
 impl Participant {
-    /// True if it gets a track slot for every other publisher.
-    pub(crate) fn wants_all_tracks(&self) -> bool {
-        self.grants.can_subscribe && self.mode == SubscribeMode::AllTracks
+    /// True if it gets a track slot for the track of a publisher in `owner_mode`.
+    pub(crate) fn wants_track_of(&self, owner_mode: SubscribeMode) -> bool {
+        self.grants.can_subscribe
+            && match self.mode {
+                SubscribeMode::AllTracks => true,
+                SubscribeMode::LocalTracks => owner_mode != SubscribeMode::Relayed,
+                SubscribeMode::ActiveSpeakers { .. } | SubscribeMode::Relayed => false,
+            }
     }
 }
 

@@ -165,6 +165,20 @@ pub enum SubscribeMode {
         /// How many slots, 1..=[`MAX_SPEAKER_SLOTS`](super::MAX_SPEAKER_SLOTS).
         slots: u8,
     },
+    /// Cascade out: one track slot per publisher of *this* node (not for publishers that are
+    /// themselves [`SubscribeMode::Relayed`]), so a track crosses each node pair once and never
+    /// loops. What another node pulling the room gets.
+    LocalTracks,
+    /// Cascade in: a publisher relayed from another node. It receives nothing, and its track
+    /// is not relayed on to further nodes.
+    Relayed,
+}
+
+impl SubscribeMode {
+    /// True for the cascade's own participants, which are not the room's people.
+    pub fn is_relay(self) -> bool {
+        matches!(self, SubscribeMode::LocalTracks | SubscribeMode::Relayed)
+    }
 }
 
 /// Things that happened, for signaling (renegotiation, UI) and metrics.

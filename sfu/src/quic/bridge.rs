@@ -20,10 +20,10 @@ use tokio::sync::mpsc;
 use veza_moq::code::session as codes;
 use veza_moq::message::Setup;
 use veza_moq::session::{AudioInfo, BroadcastWriter, Metrics, Options, Session, Subscriber};
-use veza_proto::{Grants, MediaClaims, ParticipantId};
+use veza_proto::{Grants, MediaClaims, ParticipantId, RoomId, UserId};
 
 use super::Context;
-use crate::engine::{Event as EngineEvent, Payload, RtpIn, RtpOut, SlotId};
+use crate::engine::{Event as EngineEvent, Payload, RtpIn, RtpOut, SlotId, SubscribeMode};
 use crate::webrtc::{
     JoinRequest, MediaMetrics, MediaServer, OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE, RemoteOut,
 };
@@ -51,10 +51,51 @@ impl Metrics for SessionMetrics {
     }
 }
 
+/// Who an authorized session is.
+#[derive(Debug, Clone)]
+pub(super) struct Who {
+    pub(super) room: RoomId,
+    pub(super) participant: ParticipantId,
+    pub(super) grants: Grants,
+    /// The user of a client session; `None` for another node pulling the room.
+    pub(super) user: Option<UserId>,
+    /// [`SubscribeMode::AllTracks`] for clients, [`SubscribeMode::LocalTracks`] for the
+    /// cascade.
+    pub(super) mode: SubscribeMode,
+}
+
+impl Who {
+    /// A client with a media token.
+    pub(super) fn client(claims: &MediaClaims) -> Self {
+        Who {
+            room: claims.room,
+            participant: claims.participant,
+            grants: claims.grants,
+            user: Some(claims.sub),
+            mode: SubscribeMode::AllTracks,
+        }
+    }
+
+    /// Another node pulling `room`'s local tracks.
+    pub(super) fn cascade(room: RoomId) -> Self {
+        Who {
+            room,
+            participant: ParticipantId::new(),
+            grants: Grants {
+                can_publish: false,
+                can_subscribe: true,
+                can_chat: false,
+            },
+            user: None,
+            mode: SubscribeMode::LocalTracks,
+        }
+    }
+}
+
 /// Runs one authorized session until either side ends it.
 pub(super) async fn run(
     transport: web_transport_quinn::Session,
-    claims: MediaClaims,
+    who: Who,
     datagrams: bool,
     peer_setup: Option<Setup>,
     context: Context,
@@ -70,31 +111,45 @@ pub(super) async fn run(
             metrics: Arc::new(SessionMetrics(metrics.clone())),
         },
     );
-    let participant = claims.participant;
+    let participant = who.participant;
+    if who.user.is_some() && context.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        session.close(
+            codes::GOING_AWAY,
+            "this node is draining: join again through the API",
+        );
+        return;
+    }
     let (tx, mut rx) = mpsc::channel(BACKLOG);
     let request = JoinRequest {
-        room: claims.room,
+        room: who.room,
         participant,
-        grants: claims.grants,
+        grants: who.grants,
     };
-    if let Err(err) = context.media.attach(request, tx.clone()).await {
+    if let Err(err) = context
+        .media
+        .attach_with(request, who.mode, tx.clone())
+        .await
+    {
         session.close(codes::UNAUTHORIZED, &format!("cannot join: {err}"));
         return;
     }
-    tracing::info!(%participant, room = %claims.room, "QUIC session joined");
+    tracing::info!(%participant, room = %who.room, cascade = who.user.is_none(), "QUIC session joined");
     static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let number = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     context
         .sessions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(participant, (claims.room, claims.sub, number));
-    let ingest = tokio::spawn(ingest(
-        session.clone(),
-        context.media.clone(),
-        participant,
-        claims.grants,
-    ));
+        .insert(participant, (who.room, who.user, number));
+    // Another node pulling the room publishes nothing here.
+    let ingest = (who.mode != SubscribeMode::LocalTracks).then(|| {
+        tokio::spawn(ingest(
+            session.clone(),
+            context.media.clone(),
+            participant,
+            who.grants,
+        ))
+    });
     let publisher = session.publisher();
     let mut slots: HashMap<SlotId, SlotBroadcast> = HashMap::new();
     let mut rtt = tokio::time::interval(Duration::from_secs(5));
@@ -120,7 +175,11 @@ pub(super) async fn run(
                 }
                 Some(RemoteOut::Event(_)) => {}
                 Some(RemoteOut::Removed) | None => {
-                    session.close(codes::UNAUTHORIZED, "removed from the room (kicked, banned, or the same token joined again)");
+                    if context.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                        session.close(codes::GOING_AWAY, "this node is draining: join again through the API");
+                    } else {
+                        session.close(codes::UNAUTHORIZED, "removed from the room (kicked, banned, or the same token joined again)");
+                    }
                     break;
                 }
             },
@@ -131,7 +190,9 @@ pub(super) async fn run(
             _ = rtt.tick() => metrics.quic_rtt(session.transport().rtt()),
         }
     }
-    ingest.abort();
+    if let Some(ingest) = ingest {
+        ingest.abort();
+    }
     drop(slots);
     context.media.detach(participant, tx);
     let mut sessions = context.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -231,7 +292,7 @@ async fn ingest(session: Session, media: MediaServer, participant: ParticipantId
                 session.close(codes::UNAUTHORIZED, &format!("cannot publish: {err}"));
                 return;
             }
-            let task = tokio::spawn(receive(
+            let task = tokio::spawn(receive_audio(
                 subscriber.clone(),
                 announcement.path.clone(),
                 media.clone(),
@@ -254,8 +315,9 @@ async fn ingest(session: Session, media: MediaServer, participant: ParticipantId
     }
 }
 
-/// Feeds one announced broadcast's Opus frames into the shard.
-async fn receive(
+/// Feeds one announced broadcast's Opus frames into the shard as `participant`'s track
+/// (a client's broadcast, or a publisher relayed from another node).
+pub(crate) async fn receive_audio(
     subscriber: Subscriber,
     path: String,
     media: MediaServer,

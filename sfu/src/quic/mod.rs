@@ -20,10 +20,14 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use veza_moq::code::session as codes;
 use veza_moq::message::{Setup, UniStreamType};
-use veza_proto::{MediaClaims, ParticipantId, RoomId, UserId};
+use veza_proto::{ParticipantId, RoomId, UserId};
 
 use crate::TokenVerifier;
+use crate::relay::CascadeKey;
 use crate::webrtc::MediaServer;
+
+use bridge::Who;
+pub(crate) use bridge::receive_audio;
 
 pub use cert::{CertStore, Certificate};
 
@@ -36,6 +40,8 @@ pub struct QuicConfig {
     pub certificate: CertStore,
     /// A silent connection is closed after this long (clients ping more often).
     pub idle_timeout: Duration,
+    /// The cluster secret: other media nodes may pull rooms with tokens it signed.
+    pub cascade: Option<CascadeKey>,
 }
 
 /// Why the endpoint could not start.
@@ -62,17 +68,21 @@ pub struct QuicServer {
     context: Context,
 }
 
-/// Each open session's room and user, with a number telling a session from the one that took
-/// it over.
-type Sessions = Arc<Mutex<HashMap<ParticipantId, (RoomId, UserId, u64)>>>;
+/// Each open session's room and user (none for another node's pull), with a number telling a
+/// session from the one that took it over.
+type Sessions = Arc<Mutex<HashMap<ParticipantId, (RoomId, Option<UserId>, u64)>>>;
 
 /// What every session needs.
 #[derive(Clone)]
 struct Context {
     media: MediaServer,
     verifier: Arc<dyn TokenVerifier>,
+    /// Checks the tokens of other nodes pulling a room; `None` refuses them all.
+    cascade: Option<CascadeKey>,
     /// Who each open session is, for removals by user (REST bans).
     sessions: Sessions,
+    /// Set by [`QuicServer::drain`].
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The ALPNs we accept: raw moq-lite, and HTTP/3 for WebTransport.
@@ -129,7 +139,9 @@ impl QuicServer {
         let context = Context {
             media,
             verifier,
+            cascade: config.cascade,
             sessions: Arc::default(),
+            draining: Arc::default(),
         };
         tokio::spawn(accept_loop(endpoint.clone(), context.clone()));
         Ok(Self {
@@ -170,7 +182,7 @@ impl QuicServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, (r, u, _))| (*r, *u) == (room, user))
+            .filter(|(_, (r, u, _))| (*r, *u) == (room, Some(user)))
             .map(|(participant, _)| *participant)
             .collect();
         for participant in participants {
@@ -178,7 +190,29 @@ impl QuicServer {
         }
     }
 
-    /// Closes every session (GOAWAY is the cluster issue's) and stops accepting.
+    /// Drains this node: every client session is closed with
+    /// [`GOING_AWAY`](veza_moq::code::session::GOING_AWAY) (join again through the API) and new
+    /// client sessions are refused the same way. Other nodes' cascade pulls stay until the
+    /// endpoint closes, so listeners elsewhere keep hearing the publishers still here.
+    pub fn drain(&self) {
+        self.context
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let clients: Vec<ParticipantId> = self
+            .context
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (_, user, _))| user.is_some())
+            .map(|(participant, _)| *participant)
+            .collect();
+        for participant in clients {
+            self.context.media.leave(participant);
+        }
+    }
+
+    /// Closes every session and stops accepting.
     pub fn close(&self) {
         self.endpoint
             .close(codes::NO_ERROR.into(), b"server shutting down");
@@ -227,8 +261,8 @@ async fn accept(incoming: quinn::Incoming, context: Context) -> Result<(), Strin
         .map_err(|_| "WebTransport CONNECT timed out".to_owned())?
         .map_err(|e| e.to_string())?;
         let target = Target::parse(request.url.path(), request.url.query());
-        let claims = match target.and_then(|t| t.authorize(context.verifier.as_ref())) {
-            Ok(claims) => claims,
+        let who = match target.and_then(|t| t.authorize(&context)) {
+            Ok(who) => who,
             Err(refusal) => {
                 let _ = request.reject(refusal.status()).await;
                 return Err(refusal.reason);
@@ -243,7 +277,7 @@ async fn accept(incoming: quinn::Incoming, context: Context) -> Result<(), Strin
             .map(|t| t.datagrams)
             .unwrap_or(false);
         let session = request.respond(response).await.map_err(|e| e.to_string())?;
-        (session, (claims, datagrams), None)
+        (session, (who, datagrams), None)
     } else {
         // Raw QUIC: the path (and so the token) comes in the client's SETUP.
         let session = web_transport_quinn::Session::raw(conn);
@@ -267,17 +301,17 @@ async fn accept(incoming: quinn::Incoming, context: Context) -> Result<(), Strin
         };
         let target = Target::parse(&path, query.as_deref());
         let datagrams = target.as_ref().map(|t| t.datagrams).unwrap_or(false);
-        let claims = match target.and_then(|t| t.authorize(context.verifier.as_ref())) {
-            Ok(claims) => claims,
+        let who = match target.and_then(|t| t.authorize(&context)) {
+            Ok(who) => who,
             Err(refusal) => {
                 session.close(refusal.code, refusal.reason.as_bytes());
                 return Err(refusal.reason);
             }
         };
-        (session, (claims, datagrams), Some(setup))
+        (session, (who, datagrams), Some(setup))
     };
-    let (claims, datagrams) = request;
-    bridge::run(transport, claims, datagrams, peer_setup, context).await;
+    let (who, datagrams) = request;
+    bridge::run(transport, who, datagrams, peer_setup, context).await;
     Ok(())
 }
 
@@ -306,9 +340,16 @@ async fn read_setup(session: &web_transport_quinn::Session) -> Result<Setup, Str
 #[derive(Debug)]
 struct Target {
     room: RoomId,
-    token: String,
+    credential: Credential,
     /// The client wants audio groups as datagrams.
     datagrams: bool,
+}
+
+/// A client's media token, or another node's cascade token.
+#[derive(Debug)]
+enum Credential {
+    Media(String),
+    Cascade(String),
 }
 
 /// Why a session is refused before it starts.
@@ -333,7 +374,8 @@ mod http_status {
 }
 
 impl Target {
-    /// `/room/{room_id}` with `jwt=` (or `token=`) and optional `datagrams=1` in the query.
+    /// `/room/{room_id}` with `jwt=` (or `token=`, or a node's `cascade=`) and optional
+    /// `datagrams=1` in the query.
     fn parse(path: &str, query: Option<&str>) -> Result<Target, Refusal> {
         let room = path
             .strip_prefix("/room/")
@@ -342,29 +384,53 @@ impl Target {
                 code: codes::PROTOCOL_VIOLATION,
                 reason: format!("unknown path {path:?}: use /room/{{room_id}}?jwt={{media token}}"),
             })?;
-        let mut token = None;
+        let mut credential = None;
         let mut datagrams = false;
         for pair in query.unwrap_or_default().split('&') {
             match pair.split_once('=') {
-                Some(("jwt" | "token", value)) => token = Some(value.to_owned()),
+                Some(("jwt" | "token", value)) => {
+                    credential = Some(Credential::Media(value.to_owned()));
+                }
+                Some(("cascade", value)) => {
+                    credential = Some(Credential::Cascade(value.to_owned()));
+                }
                 Some(("datagrams", value)) => datagrams = value == "1" || value == "true",
                 _ => {}
             }
         }
-        let token = token.ok_or_else(|| Refusal {
+        let credential = credential.ok_or_else(|| Refusal {
             code: codes::UNAUTHORIZED,
             reason: "missing media token: add ?jwt={media token}".into(),
         })?;
         Ok(Target {
             room,
-            token,
+            credential,
             datagrams,
         })
     }
 
-    fn authorize(self, verifier: &dyn TokenVerifier) -> Result<MediaClaims, Refusal> {
-        let claims = verifier
-            .verify_media(&self.token)
+    fn authorize(self, context: &Context) -> Result<Who, Refusal> {
+        let token = match self.credential {
+            Credential::Media(token) => token,
+            Credential::Cascade(token) => {
+                let refused = |reason: String| Refusal {
+                    code: codes::UNAUTHORIZED,
+                    reason,
+                };
+                let key = context
+                    .cascade
+                    .as_ref()
+                    .ok_or_else(|| refused("this node takes no cascade sessions".into()))?;
+                let node = key
+                    .verify(&token, self.room)
+                    .map_err(|e| refused(e.to_string()))?;
+                tracing::debug!(%node, room = %self.room, "cascade pull authorized");
+                return Ok(Who::cascade(self.room));
+            }
+        };
+        let claims = context
+            .verifier
+            .verify_media(&token)
             .map_err(|reason| Refusal {
                 code: codes::UNAUTHORIZED,
                 reason: format!("invalid media token: {reason}"),
@@ -375,6 +441,6 @@ impl Target {
                 reason: "the media token is for another room".into(),
             });
         }
-        Ok(claims)
+        Ok(Who::client(&claims))
     }
 }

@@ -283,6 +283,11 @@ impl MediaMetrics {
         self.dropped_backlog.inc();
     }
 
+    /// Packets forwarded so far, over every transport (for the node's load report).
+    pub fn packets_forwarded(&self) -> u64 {
+        self.packets_forwarded.get() + self.quic_groups.get() + self.quic_datagrams.get()
+    }
+
     /// Counts an open moq-lite session until the guard drops.
     pub fn quic_session(&self) -> QuicSessionGuard {
         self.quic_sessions.inc();

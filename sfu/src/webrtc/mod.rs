@@ -205,6 +205,7 @@ enum Command {
     },
     Attach {
         request: JoinRequest,
+        mode: SubscribeMode,
         out: mpsc::Sender<RemoteOut>,
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
@@ -300,6 +301,16 @@ impl MediaServer {
             .unwrap_or_else(|p| p.into_inner())
             .get(&room)
             .copied()
+    }
+
+    /// Every room with people in it here (as of the last second), with its counts.
+    pub fn live_rooms(&self) -> Vec<(RoomId, RoomLive)> {
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(room, live)| (*room, *live))
+            .collect()
     }
 
     /// The bound UDP address.
@@ -429,8 +440,22 @@ impl MediaServer {
         request: JoinRequest,
         out: mpsc::Sender<RemoteOut>,
     ) -> Result<(), MediaError> {
+        self.attach_with(request, SubscribeMode::AllTracks, out)
+            .await
+    }
+
+    /// [`MediaServer::attach`] with a [`SubscribeMode`]: the cascade attaches the other nodes
+    /// pulling a room as [`SubscribeMode::LocalTracks`] and the publishers it pulls from them
+    /// as [`SubscribeMode::Relayed`].
+    pub async fn attach_with(
+        &self,
+        request: JoinRequest,
+        mode: SubscribeMode,
+        out: mpsc::Sender<RemoteOut>,
+    ) -> Result<(), MediaError> {
         self.ask(|reply| Command::Attach {
             request,
+            mode,
             out,
             reply,
         })
@@ -699,21 +724,29 @@ impl Shard {
         self.metrics.sync_engine(&self.reported, &stats);
         self.metrics.set_peers(self.peers.len());
         self.reported = stats;
+        // The cascade's own participants are not people: a room held only by them is not
+        // live here.
         let live: HashMap<RoomId, RoomLive> = self
             .engine
             .rooms()
-            .map(|room| {
-                let participants = self.engine.participants(room);
-                let publishers = participants
+            .filter_map(|room| {
+                let people: Vec<ParticipantId> = self
+                    .engine
+                    .participants(room)
+                    .iter()
+                    .copied()
+                    .filter(|p| self.engine.mode_of(*p).is_some_and(|m| !m.is_relay()))
+                    .collect();
+                let publishers = people
                     .iter()
                     .filter(|p| self.engine.track_of(**p).is_some())
                     .count();
                 let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
                 let counts = RoomLive {
-                    participants: count(participants.len()),
+                    participants: count(people.len()),
                     publishers: count(publishers),
                 };
-                (room, counts)
+                (!people.is_empty()).then_some((room, counts))
             })
             .collect();
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = live;
@@ -883,10 +916,11 @@ impl Shard {
             }
             Command::Attach {
                 request,
+                mode,
                 out,
                 reply,
             } => {
-                let _ = reply.send(self.attach(now, request, out));
+                let _ = reply.send(self.attach(now, request, mode, out));
             }
             Command::Detach { participant, out } => {
                 let current = self
@@ -914,6 +948,7 @@ impl Shard {
         &mut self,
         now: Instant,
         request: JoinRequest,
+        mode: SubscribeMode,
         out: mpsc::Sender<RemoteOut>,
     ) -> Result<(), MediaError> {
         let participant = request.participant;
@@ -948,7 +983,7 @@ impl Shard {
         self.remotes.insert(participant, remote);
         if self
             .engine
-            .add_participant(now, request.room, participant, request.grants)
+            .add_participant_with(now, request.room, participant, request.grants, mode)
             .is_err()
         {
             self.remotes.remove(&participant);
