@@ -122,11 +122,11 @@ if (quicSupported) {
 let call = null;
 
 class Call {
-  constructor(roomId, join) {
+  constructor(roomId, join, seen = new Set()) {
     this.roomId = roomId;
     this.join = join;
     this.people = new Map();
-    this.seen = new Set();
+    this.seen = seen;
     this.micSent = false;
     this.transport = chosenTransport();
     // Over QUIC the peer connection only carries the chat data channel; audio goes to `media`.
@@ -149,22 +149,28 @@ class Call {
   }
 
   // The WebSocket carries signaling only; if it drops, the media goes on and a new socket with
-  // the same token resumes the participant (the server restarts ICE) for up to 30 s.
+  // the same token resumes the participant (the server restarts ICE) for up to 30 s. A node that
+  // refuses three sockets in a row is gone (or draining): the call joins the room again through
+  // the API, which places it on another node; so does a `reconnect` message.
   connect() {
     const ws = new WebSocket(`${this.join.urls.signaling}?token=${encodeURIComponent(this.join.token)}`);
     this.ws = ws;
     this.dropped ??= null;
-    ws.onopen = () => { this.dropped = null; };
+    this.failedOpens ??= 0;
+    ws.onopen = () => { this.dropped = null; this.failedOpens = 0; ws.opened = true; };
     ws.onmessage = (e) => this.onMessage(JSON.parse(e.data));
     ws.onclose = () => {
       clearInterval(this.ping);
       if (this.ws !== ws || this.closed) return;
       this.dropped ??= Date.now();
-      if (Date.now() - this.dropped < 30_000) {
+      if (!ws.opened) this.failedOpens += 1;
+      if (this.failedOpens >= 3) {
+        rejoin("the media node is gone");
+      } else if (Date.now() - this.dropped < 30_000) {
         $("#status").textContent = "reconnecting…";
         setTimeout(() => { if (!this.closed) this.connect(); }, 1000);
       } else {
-        $("#status").textContent = "disconnected";
+        rejoin("the connection was lost");
       }
     };
     this.ping = setInterval(() => this.send({ type: "ping" }), 15000);
@@ -191,6 +197,7 @@ class Call {
         this.renderPeople();
         break;
       case "kicked": $("#room-error").textContent = "You were removed from the room."; this.close(); break;
+      case "reconnect": rejoin(msg.reason); break;
       case "error": $("#room-error").textContent = msg.message; break;
     }
   }
@@ -316,17 +323,21 @@ class QuicMedia {
   async start() {
     this.status("QUIC connecting…");
     const join = this.join;
-    const cert = await api("GET", "/api/v1/quic/certificate-hash");
     if (!join.urls.quic) throw new Error("this server has QUIC turned off");
+    // The join names the media node and its certificate (a cluster has one per node).
+    const hash = join.urls.quic_sha256 ?? (await api("GET", "/api/v1/quic/certificate-hash")).value;
     this.participantId = join.participant_id;
     this.session = await MoqSession.connect(`${join.urls.quic}?jwt=${encodeURIComponent(join.token)}`, {
-      certificateHash: cert.value,
+      certificateHash: hash,
     });
     if (this.closed) { this.session.close(); return; }
     this.connectMs = this.session.connectMs;
     this.status(`QUIC connected (${Math.round(this.connectMs)} ms)`);
     this.session.closed.then(({ code, reason }) => {
-      if (!this.closed) this.status(`QUIC closed${reason ? `: ${reason}` : code ? ` (${code})` : ""}`);
+      if (this.closed) return;
+      this.status(`QUIC closed${reason ? `: ${reason}` : code ? ` (${code})` : ""}`);
+      // GOING_AWAY (65): the node drains; join again through the API.
+      if (code === GOING_AWAY) rejoin(reason || "the media node is draining");
     });
     await this.ctx.resume();
     await this.session.announced("", ({ path, active }) => (active ? this.listen(path) : this.players.get(path)?.close()));
@@ -501,6 +512,33 @@ function addMessage(m, seen) {
   li.dataset.seq = m.seq;
   $("#messages").append(li);
   li.scrollIntoView({ block: "nearest" });
+}
+
+/** moq-lite session close code of a draining node (Veza's GOAWAY). */
+const GOING_AWAY = 65;
+
+/**
+ * Leaves the current call and joins its room again through the API, which picks a media node
+ * (another one when this one died or drains). Chat already shown stays; history fills the gap.
+ */
+async function rejoin(reason) {
+  const old = call;
+  if (!old || old.rejoining) return;
+  old.rejoining = true;
+  old.close();
+  $("#status").textContent = `moving to another node (${reason})…`;
+  for (let attempt = 0; call === old; attempt++) {
+    try {
+      const join = await api("POST", `/api/v1/rooms/${old.roomId}/join`);
+      if (call !== old) return;
+      call = new Call(old.roomId, join, old.seen);
+      const history = await api("GET", `/api/v1/rooms/${old.roomId}/messages?limit=50`);
+      for (const m of history.messages.reverse()) addMessage(m, call.seen);
+    } catch (err) {
+      $("#room-error").textContent = err.message;
+      await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 5000)));
+    }
+  }
 }
 
 async function enterRoom(roomId) {

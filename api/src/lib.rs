@@ -110,6 +110,8 @@ pub struct Inner {
     media: OnceLock<Arc<dyn MediaControl>>,
     /// Where joins go: the cluster's media nodes (set once at start; without it, this node).
     placement: OnceLock<Placement>,
+    /// Set when the node drains: `/readyz` answers 503 so load balancers stop sending it work.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// How joins are spread over media nodes.
@@ -173,6 +175,7 @@ impl AppState {
                 chat,
                 media: OnceLock::new(),
                 placement: OnceLock::new(),
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -180,6 +183,19 @@ impl AppState {
     /// Connects the media path (once; later calls are ignored).
     pub fn set_media_control(&self, media: Arc<dyn MediaControl>) {
         let _ = self.inner.media.set(media);
+    }
+
+    /// Marks the node draining: `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends joins to the media nodes of `placement` (once; later calls are ignored).

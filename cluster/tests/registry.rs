@@ -43,6 +43,7 @@ fn node(id: &str, participants: u32) -> NodeInfo {
         http_url: format!("http://{id}.example:8080"),
         quic_url: Some(format!("https://{id}.example:4443")),
         quic_sha256: Some("ab".repeat(32)),
+        cascade_url: None,
         udp_addr: format!("{id}.example:3478"),
         participants,
         packets_per_s: 1234,

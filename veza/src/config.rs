@@ -96,6 +96,9 @@ pub struct Config {
     /// `VEZA_CLUSTER_SECRET`: authenticates media nodes to each other (the cascade); the same
     /// long random string on every node. Without it a node neither pulls nor serves pulls.
     pub cluster_secret: Option<String>,
+    /// `VEZA_CASCADE_URL`: where other media nodes reach this node's QUIC endpoint for the
+    /// cascade (`https://host:port`, usually a private address); default the public QUIC URL.
+    pub cascade_url: Option<String>,
     /// `VEZA_CLUSTER_NAME`: the nodes sharing this name (and Redis) form one cluster; it
     /// prefixes the registry's Redis keys. Default `veza`.
     pub cluster_name: String,
@@ -141,6 +144,7 @@ impl Default for Config {
             quic_key: None,
             cluster_secret: None,
             cluster_name: "veza".into(),
+            cascade_url: None,
             node_id: None,
             node_max_participants: 500,
             drain_timeout_secs: 30,
@@ -227,6 +231,7 @@ impl Config {
                 "VEZA_CLUSTER_SECRET" => self.cluster_secret = Some(value),
                 "VEZA_NODE_ID" => self.node_id = Some(value),
                 "VEZA_CLUSTER_NAME" => self.cluster_name = value,
+                "VEZA_CASCADE_URL" => self.cascade_url = Some(value),
                 "VEZA_NODE_MAX_PARTICIPANTS" => {
                     self.node_max_participants = parse(&name, &value)?;
                 }
@@ -320,6 +325,13 @@ impl Config {
         };
         if self.node_id.as_deref().is_some_and(|id| !name_ok(id)) {
             bail!("node_id must be 1 to 64 letters, digits, '-' or '_'");
+        }
+        if self
+            .cascade_url
+            .as_ref()
+            .is_some_and(|url| !url.starts_with("https://"))
+        {
+            bail!("cascade_url must start with https://");
         }
         if !name_ok(&self.cluster_name) {
             bail!("cluster_name must be 1 to 64 letters, digits, '-' or '_'");

@@ -390,6 +390,7 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
         .into_future(),
     );
     shutdown_signal().await;
+    state.start_draining();
     if let Some((local, node)) = &media {
         drain(&config, local, node).await;
     }
@@ -460,6 +461,7 @@ async fn start_media(
             http_url: config.public_url(),
             quic_url: Some(quic_url.clone()),
             quic_sha256: None,
+            cascade_url: config.cascade_url.clone(),
             udp_addr: media.local_addr().to_string(),
             participants: 0,
             packets_per_s: 0,

@@ -210,12 +210,13 @@ impl MediaNode {
     }
 }
 
-/// A node the cascade can pull from: one with QUIC and a certificate hash.
+/// A node the cascade can pull from: one with QUIC and a certificate hash, at its cascade
+/// URL (else its public one).
 fn peer(node: NodeInfo) -> Option<Peer> {
     let sha256 = veza_client::net::parse_hex(node.quic_sha256.as_deref()?)?;
     Some(Peer {
         id: node.id,
-        quic_url: node.quic_url?,
+        quic_url: node.cascade_url.or(node.quic_url)?,
         sha256,
     })
 }

@@ -59,6 +59,10 @@ pub struct NodeInfo {
     pub quic_url: Option<String>,
     /// Hex SHA-256 of the node's QUIC certificate (for self-signed ones).
     pub quic_sha256: Option<String>,
+    /// `https://host:port` where other media nodes reach the QUIC endpoint for the cascade
+    /// (a private address); `None`: the public `quic_url`.
+    #[serde(default)]
+    pub cascade_url: Option<String>,
     /// WebRTC UDP address; informational.
     pub udp_addr: String,
     /// Participants connected to the node, as of its heartbeat.
@@ -342,6 +346,7 @@ mod tests {
             http_url: "http://x".into(),
             quic_url: None,
             quic_sha256: None,
+            cascade_url: None,
             udp_addr: "x:1".into(),
             participants: 0,
             packets_per_s: 0,
