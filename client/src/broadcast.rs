@@ -84,29 +84,15 @@ pub async fn broadcast(
     let mut timing = TimingLog::create(options.timing_log.as_deref())?;
     let frames = decode_ahead(source);
 
-    let connection = net::connect(target).await?;
-    let session = connection.session;
+    let (mut session, mut writer, token) = publish(target, &options, channels).await?;
     let listeners = Arc::new(AtomicU64::new(0));
-    let counting = options.progress.then(|| {
-        tokio::spawn(count_listeners(
-            target.clone(),
-            connection.token,
-            listeners.clone(),
-        ))
-    });
-    let writer = session.publisher().publish(
-        &options.name,
-        AudioInfo {
-            track: "audio".into(),
-            channels,
-            bitrate: Some(options.bitrate),
-        },
-    );
-    wait_for_subscriber(&session, &writer).await?;
+    let counting = options
+        .progress
+        .then(|| tokio::spawn(count_listeners(target.clone(), token, listeners.clone())));
 
     let progress = options.progress && std::io::stderr().is_terminal();
     let mut frames = frames;
-    let start = Instant::now();
+    let mut start = Instant::now();
     let mut summary = BroadcastSummary {
         frames: 0,
         duration: Duration::ZERO,
@@ -117,7 +103,30 @@ pub async fn broadcast(
         let due = start + FRAME * u32::try_from(summary.frames).unwrap_or(u32::MAX);
         tokio::select! {
             () = tokio::time::sleep_until(due.into()) => {}
-            reason = session.closed() => return Err(ClientError::Closed(reason)),
+            (code, reason) = session.closed_with_code() => {
+                // The node died or drains: publish again through the API, which places the
+                // broadcast on another node; the input goes on where it was.
+                if !net::can_join_again(target) || !net::worth_joining_again(code) {
+                    return Err(ClientError::Closed(reason));
+                }
+                tracing::warn!(reason, "session lost; publishing again through the API");
+                (session, writer) = loop {
+                    match publish(target, &options, channels).await {
+                        Ok((session, writer, _)) => break (session, writer),
+                        Err(err) => {
+                            tracing::warn!(%err, "cannot publish again yet; retrying");
+                            tokio::select! {
+                                () = tokio::time::sleep(REJOIN_RETRY) => {}
+                                _ = tokio::signal::ctrl_c() => return Ok(summary),
+                            }
+                        }
+                    }
+                };
+                tracing::warn!("publishing again");
+                // Pace from now on, without a burst to make up for the gap.
+                start = Instant::now() - FRAME * u32::try_from(summary.frames).unwrap_or(u32::MAX);
+                continue;
+            }
             // Ctrl-C ends the broadcast cleanly: listeners see it end at once.
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -153,6 +162,36 @@ pub async fn broadcast(
     tokio::time::sleep(Duration::from_millis(100)).await;
     session.close(veza_moq::code::session::NO_ERROR, "broadcast finished");
     Ok(summary)
+}
+
+/// How long to wait before publishing again after a failed attempt.
+const REJOIN_RETRY: Duration = Duration::from_millis(250);
+
+/// Connects and publishes the broadcast; returns once the server subscribed to it.
+async fn publish(
+    target: &Target,
+    options: &BroadcastOptions,
+    channels: u16,
+) -> Result<
+    (
+        veza_moq::session::Session,
+        veza_moq::session::BroadcastWriter,
+        String,
+    ),
+    ClientError,
+> {
+    let connection = net::connect(target).await?;
+    let session = connection.session;
+    let writer = session.publisher().publish(
+        &options.name,
+        AudioInfo {
+            track: "audio".into(),
+            channels,
+            bitrate: Some(options.bitrate),
+        },
+    );
+    wait_for_subscriber(&session, &writer).await?;
+    Ok((session, writer, connection.token))
 }
 
 async fn open(input: &Input) -> Result<Box<dyn PcmSource + Send>, ClientError> {

@@ -149,7 +149,7 @@ pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSum
                 session.close(veza_moq::code::session::NO_ERROR, "listener finished");
                 break;
             }
-            Ended::Lost(reason) if can_join_again(target) => {
+            Ended::Lost(reason) if net::can_join_again(target) => {
                 tracing::warn!(reason, "session lost; joining again through the API");
                 lost = Some(reason);
             }
@@ -170,12 +170,6 @@ pub async fn listen(target: &Target, options: ListenOptions) -> Result<ListenSum
     Ok(summary)
 }
 
-/// With an account the client joins through the API, which may pick another node; a bare
-/// media token can only go back to where it came from.
-fn can_join_again(target: &Target) -> bool {
-    matches!(target.credentials, net::Credentials::Password { .. })
-}
-
 /// Follows one session's broadcasts until the deadline, Ctrl-C, or the session's end.
 async fn follow(
     session: &veza_moq::session::Session,
@@ -185,7 +179,6 @@ async fn follow(
     timing: &mut TimingLog,
     mut expired: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<Ended, ClientError> {
-    use veza_moq::code::session::{GOING_AWAY, NO_ERROR};
     let subscriber = session.subscriber();
     let mut announcements = subscriber
         .announced("")
@@ -193,9 +186,7 @@ async fn follow(
         .map_err(|e| ClientError::Closed(e.to_string()))?;
     let closed = async {
         let (code, reason) = session.closed_with_code().await;
-        // A node that vanished (no code), drains (GOING_AWAY) or shuts down (NO_ERROR) is
-        // worth joining again for; a kick or a refused token is not.
-        if code.is_none_or(|c| c == GOING_AWAY || c == NO_ERROR) {
+        if net::worth_joining_again(code) {
             Ended::Lost(reason)
         } else {
             tracing::warn!(reason, "the server ended the session");

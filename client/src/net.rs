@@ -142,6 +142,20 @@ pub async fn connect_with(
     })
 }
 
+/// With an account the client joins through the API, which may pick another node; a bare
+/// media token can only go back to where it came from.
+pub fn can_join_again(target: &Target) -> bool {
+    matches!(target.credentials, Credentials::Password { .. })
+}
+
+/// Whether a session that ended with the peer's close `code` is worth joining again for: a
+/// node that vanished (no code), drains (`GOING_AWAY`) or shuts down (`NO_ERROR`) is; a kick
+/// or a refused token is not.
+pub fn worth_joining_again(code: Option<u32>) -> bool {
+    use veza_moq::code::session::{GOING_AWAY, NO_ERROR};
+    code.is_none_or(|c| c == GOING_AWAY || c == NO_ERROR)
+}
+
 /// Connects to `url` (`https://host:port/room/{id}`) with `query` (`jwt={token}`, …) in the
 /// SETUP path, pinning the certificate by its SHA-256.
 pub async fn dial(url: &str, query: &str, sha256: [u8; 32]) -> Result<Session, NetError> {

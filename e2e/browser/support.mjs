@@ -87,11 +87,30 @@ export async function startVeza(env = {}) {
     base,
     log: () => log,
     async stop() {
-      child.kill("SIGTERM");
-      await new Promise((r) => (child.exitCode !== null ? r() : child.once("exit", r)));
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        await new Promise((r) => child.once("exit", r));
+      }
       rmSync(dir, { recursive: true, force: true });
     },
+    /** SIGKILL: the node vanishes without a goodbye. */
+    async kill() {
+      child.kill("SIGKILL");
+      await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once("exit", r)));
+    },
   };
+}
+
+/**
+ * A fresh PostgreSQL database on 127.0.0.1:5432 (trust auth), dropped at clean-up; resolves to
+ * its URL.
+ */
+export function freshDatabase(cleanup) {
+  const name = `veza_browser_${Date.now()}_${Math.floor(Math.random() * 1e9)}`;
+  const psql = (sql) => execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", sql]);
+  psql(`CREATE DATABASE ${name}`);
+  cleanup.add(() => psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+  return `postgres://postgres@127.0.0.1:5432/${name}`;
 }
 
 /** A mono 16-bit 48 kHz WAV file of a sine tone. */

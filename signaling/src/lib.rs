@@ -9,12 +9,17 @@
 //! A dropped WebSocket does not end the participant at once: for the reconnect grace period the
 //! media stays up, and a new session with the same participant (the same media token) resumes it
 //! with an ICE restart.
+//!
+//! One node's signaling knows only its own sessions. Nodes of a cluster share their rooms'
+//! presence, speakers, mutes and moderation over NATS once joined with
+//! [`Signaling::join_cluster`] (see the `cluster` module); without it nothing crosses.
 
+mod cluster;
 mod ingest;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -36,6 +41,7 @@ use veza_proto::{MediaClaims, MessageId, ParticipantId, RoomId, UserId};
 use veza_sfu::engine::Event as EngineEvent;
 use veza_sfu::webrtc::{JoinOutcome, JoinRequest, MediaServer, ServerEvent};
 
+pub use cluster::{ClusterConfig, ClusterError};
 pub use veza_sfu::TokenVerifier;
 
 /// Shared state of all sessions. Cheap to clone.
@@ -52,12 +58,24 @@ struct Inner {
     rooms: Mutex<HashMap<RoomId, Room>>,
     /// Set by [`Signaling::drain`]: new sessions are sent elsewhere, ending ones leave at once.
     draining: std::sync::atomic::AtomicBool,
+    /// The other nodes, once [`Signaling::join_cluster`] succeeded.
+    cluster: OnceLock<cluster::Link>,
+    /// How many speakers a `speaking` message lists at most: as many as the engine reports.
+    speaker_limit: usize,
 }
 
 /// Who is in a room, as signaling knows them.
 #[derive(Default)]
 struct Room {
+    /// This node's members.
     members: HashMap<ParticipantId, Member>,
+    /// Other nodes' members and speakers (empty without a cluster).
+    remote: cluster::RemoteRoom,
+    /// The session whose room events (speakers, moderators' mutes) this node reports to the
+    /// cluster: every session gets the same events, one reports them.
+    reporter: Option<ParticipantId>,
+    /// This node's speakers as last reported, loudest first.
+    local_speakers: Vec<Speaker>,
 }
 
 struct Member {
@@ -68,6 +86,71 @@ struct Member {
     generation: u64,
     /// The room was told this member left (while it may still resume).
     announced_left: bool,
+    /// This node's speakers as this member's session last heard from the engine.
+    local_speakers: Vec<Speaker>,
+    /// The speakers this member's session was last sent, in order.
+    speaking_sent: Vec<ParticipantId>,
+}
+
+impl Room {
+    /// Everyone in the room: this node's members and the other nodes'.
+    fn participants(&self) -> Vec<ParticipantInfo> {
+        let local = self.members.values().map(|m| m.info.clone());
+        let remote = self
+            .remote
+            .members()
+            .filter(|info| !self.members.contains_key(&info.participant_id))
+            .cloned();
+        local.chain(remote).collect()
+    }
+
+    /// Sends `message` to every connected member.
+    fn send_all(&self, message: &ServerMessage) {
+        for member in self.members.values() {
+            if let Some(outbox) = &member.outbox {
+                let _ = outbox.send(message.clone());
+            }
+        }
+    }
+
+    /// True when `me` is (or now becomes) the session that reports the room's events to the
+    /// cluster: the first to see one while the previous reporter is gone or disconnected.
+    fn reporting(&mut self, me: ParticipantId) -> bool {
+        if self.reporter == Some(me) {
+            return true;
+        }
+        let current = self.reporter.and_then(|r| self.members.get(&r));
+        if current.is_some_and(|m| m.outbox.is_some()) {
+            return false;
+        }
+        self.reporter = Some(me);
+        true
+    }
+
+    /// Sends every connected member whose merged speakers changed (after another node's
+    /// changed) a new `speaking`.
+    fn refresh_speaking(&mut self, limit: usize) {
+        for member in self.members.values_mut() {
+            let Some(outbox) = &member.outbox else {
+                continue;
+            };
+            let merged = self.remote.merge_speakers(&member.local_speakers, limit);
+            if let Some(message) = speaking_change(&mut member.speaking_sent, merged) {
+                let _ = outbox.send(message);
+            }
+        }
+    }
+}
+
+/// The `speaking` message for `merged`, unless a session was already sent those speakers in
+/// that order (`sent`, updated).
+fn speaking_change(sent: &mut Vec<ParticipantId>, merged: Vec<Speaker>) -> Option<ServerMessage> {
+    let ids: Vec<ParticipantId> = merged.iter().map(|s| s.participant_id).collect();
+    if *sent == ids {
+        return None;
+    }
+    *sent = ids;
+    Some(ServerMessage::Speaking { speakers: merged })
 }
 
 /// How long after its WebSocket drops the room is told a participant left. It can still resume
@@ -96,7 +179,51 @@ impl Signaling {
                 grace,
                 rooms: Mutex::new(HashMap::new()),
                 draining: std::sync::atomic::AtomicBool::new(false),
+                cluster: OnceLock::new(),
+                speaker_limit: veza_sfu::engine::Config::default().active_speakers,
             }),
+        }
+    }
+
+    /// Joins the cluster over the NATS server(s) at `url` (e.g. `nats://127.0.0.1:4222`, or
+    /// several separated by commas): from now on this node's rooms share presence, speakers,
+    /// mutes and moderation with the other nodes' signaling. Makes its own connection;
+    /// reconnections are automatic and retried forever.
+    pub async fn join_cluster(&self, url: &str, config: ClusterConfig) -> Result<(), ClusterError> {
+        self.join_cluster_with(async_nats::ConnectOptions::new(), url, config)
+            .await
+    }
+
+    /// [`join_cluster`](Self::join_cluster) with client options (credentials, TLS, name…).
+    /// The link sets `no_echo`, its reconnection delay and the event callback itself.
+    pub async fn join_cluster_with(
+        &self,
+        options: async_nats::ConnectOptions,
+        url: &str,
+        config: ClusterConfig,
+    ) -> Result<(), ClusterError> {
+        if self.inner.cluster.get().is_some() {
+            return Err(ClusterError::AlreadyJoined);
+        }
+        let link =
+            cluster::Link::connect(options, url, config, Arc::downgrade(&self.inner)).await?;
+        self.inner
+            .cluster
+            .set(link)
+            .map_err(|_| ClusterError::AlreadyJoined)?;
+        // Rooms that already have sessions are announced now, not at the first tick.
+        self.cluster_tick(Instant::now(), true);
+        Ok(())
+    }
+
+    fn cluster(&self) -> Option<&cluster::Link> {
+        self.inner.cluster.get()
+    }
+
+    /// Tells the other nodes `event` about `room`, if there are any.
+    fn tell_cluster(&self, room: RoomId, event: cluster::RoomEvent) {
+        if let Some(link) = self.cluster() {
+            link.publish(room, event);
         }
     }
 
@@ -127,6 +254,72 @@ impl Signaling {
             .members
             .get(&participant)
             .map(|m| m.info.clone())
+    }
+
+    fn remote_info(&self, room: RoomId, participant: ParticipantId) -> Option<ParticipantInfo> {
+        self.rooms().get(&room)?.remote.get(participant).cloned()
+    }
+
+    /// Session `me` heard from the engine that `participant` was muted or unmuted (for a
+    /// moderator): the reporting session records it and tells the cluster.
+    fn media_muted(
+        &self,
+        room: RoomId,
+        me: ParticipantId,
+        participant: ParticipantId,
+        muted: bool,
+    ) {
+        {
+            let mut rooms = self.rooms();
+            let Some(r) = rooms.get_mut(&room) else {
+                return;
+            };
+            if !r.reporting(me) {
+                return;
+            }
+            let Some(member) = r.members.get_mut(&participant) else {
+                return;
+            };
+            member.info.muted = muted;
+        }
+        self.tell_cluster(
+            room,
+            cluster::RoomEvent::Muted {
+                participant_id: participant,
+                muted,
+                by_moderator: true,
+            },
+        );
+    }
+
+    /// Session `me` heard from the engine that this node's loudest speakers are `speakers`:
+    /// returns the `speaking` for its client (merged with the other nodes'), if that changed.
+    /// The reporting session tells the cluster.
+    fn local_speakers(
+        &self,
+        room: RoomId,
+        me: ParticipantId,
+        speakers: Vec<Speaker>,
+    ) -> Option<ServerMessage> {
+        let limit = self.inner.speaker_limit;
+        let (message, report) = {
+            let mut rooms = self.rooms();
+            let r = rooms.get_mut(&room)?;
+            let report = (r.reporting(me) && r.local_speakers != speakers).then(|| {
+                r.local_speakers.clone_from(&speakers);
+                speakers.clone()
+            });
+            let merged = r.remote.merge_speakers(&speakers, limit);
+            let message = r.members.get_mut(&me).and_then(|member| {
+                member.local_speakers = speakers;
+                speaking_change(&mut member.speaking_sent, merged)
+            });
+            (message, report)
+        };
+        if let Some(speakers) = report {
+            self.tell_cluster(room, cluster::RoomEvent::Speaking { speakers });
+        }
+        message
     }
 
     fn update_info(
@@ -337,10 +530,13 @@ where
     };
     // Counted in `veza_signaling_sessions` until this function returns.
     let _session = metrics.session();
-    let (generation, back_after_notice) = {
+    // The hello's list is taken with the outbox in place, under one lock: any later change
+    // reaches the session through the outbox, none is both listed and announced.
+    let (generation, back_after_notice, first_here, participants) = {
         let mut rooms = signaling.rooms();
-        let members = &mut rooms.entry(room).or_default().members;
-        let member = members.entry(participant).or_insert_with(|| Member {
+        let first_here = !rooms.contains_key(&room);
+        let r = rooms.entry(room).or_default();
+        let member = r.members.entry(participant).or_insert_with(|| Member {
             info: ParticipantInfo {
                 participant_id: participant,
                 user_id: claims.sub,
@@ -352,25 +548,30 @@ where
             outbox: None,
             generation: 0,
             announced_left: false,
+            local_speakers: Vec::new(),
+            speaking_sent: Vec::new(),
         });
         member.outbox = Some(outbox_tx);
         member.generation += 1;
         let back = std::mem::take(&mut member.announced_left);
-        (member.generation, back)
+        let generation = member.generation;
+        let participants = r.participants();
+        (generation, back, first_here, participants)
     };
-    let participants: Vec<ParticipantInfo> = signaling
-        .rooms()
-        .get(&room)
-        .map(|r| r.members.values().map(|m| m.info.clone()).collect())
-        .unwrap_or_default();
     if (!resumed || back_after_notice)
         && let Some(me) = signaling.member_info(room, participant)
     {
         signaling.broadcast_except(
             room,
             participant,
-            &ServerMessage::ParticipantJoined { participant: me },
+            &ServerMessage::ParticipantJoined {
+                participant: me.clone(),
+            },
         );
+        signaling.tell_cluster(room, cluster::RoomEvent::Member { participant: me });
+    }
+    if first_here {
+        signaling.tell_cluster(room, cluster::RoomEvent::RosterRequest);
     }
     let hello = ServerMessage::Joined {
         protocol: PROTOCOL_VERSION,
@@ -417,7 +618,7 @@ where
                     }
                 }
                 event => {
-                    if let Some(message) = server_message(&signaling, room, event) {
+                    if let Some(message) = server_message(&signaling, room, participant, event) {
                         open &= send(&mut sink, &message).await;
                     }
                 }
@@ -449,6 +650,12 @@ where
         signaling.broadcast(
             room,
             &ServerMessage::ParticipantLeft {
+                participant_id: participant,
+            },
+        );
+        signaling.tell_cluster(
+            room,
+            cluster::RoomEvent::Left {
                 participant_id: participant,
             },
         );
@@ -511,6 +718,12 @@ impl Signaling {
             self.broadcast(
                 room,
                 &ServerMessage::ParticipantLeft {
+                    participant_id: participant,
+                },
+            );
+            self.tell_cluster(
+                room,
+                cluster::RoomEvent::Left {
                     participant_id: participant,
                 },
             );
@@ -578,6 +791,12 @@ async fn handle_client(
             match media.publish(me, publish).await {
                 Ok(()) => {
                     signaling.update_info(claims.room, me, |info| info.publishing = publish);
+                    if let Some(info) = signaling.member_info(claims.room, me) {
+                        signaling.tell_cluster(
+                            claims.room,
+                            cluster::RoomEvent::Member { participant: info },
+                        );
+                    }
                     vec![]
                 }
                 Err(err) => vec![ServerMessage::error("publish_failed", err.to_string())],
@@ -593,40 +812,67 @@ async fn handle_client(
                     by_moderator: false,
                 },
             );
+            signaling.tell_cluster(
+                claims.room,
+                cluster::RoomEvent::Muted {
+                    participant_id: me,
+                    muted,
+                    by_moderator: false,
+                },
+            );
             vec![]
         }
         ClientMessage::Moderate {
             participant_id,
             action,
         } => {
-            let target = signaling.member_info(claims.room, participant_id);
-            if let Err(denied) =
-                veza_proto::may_moderate(Some(claims.role), target.as_ref().map(|t| t.role))
-            {
+            // A member of this node, or else of another one (whose node applies the action).
+            let local = signaling.member_info(claims.room, participant_id);
+            let remote = match local {
+                Some(_) => None,
+                None => signaling.remote_info(claims.room, participant_id),
+            };
+            let target_role = local.as_ref().or(remote.as_ref()).map(|t| t.role);
+            if let Err(denied) = veza_proto::may_moderate(Some(claims.role), target_role) {
                 return vec![ServerMessage::error(denied.code(), denied.message())];
             }
-            match target {
-                None => vec![ServerMessage::error(
+            if local.is_some() {
+                moderate(media, participant_id, action);
+            } else if remote.is_some() {
+                signaling.tell_cluster(
+                    claims.room,
+                    cluster::RoomEvent::Moderate {
+                        participant_id,
+                        action,
+                        by: me,
+                        role: claims.role,
+                    },
+                );
+            } else {
+                return vec![ServerMessage::error(
                     "unknown_participant",
                     "no such participant in this room",
-                )],
-                Some(_) => {
-                    match action {
-                        ModerateAction::Mute => media.set_muted(participant_id, true),
-                        ModerateAction::Unmute => media.set_muted(participant_id, false),
-                        ModerateAction::Kick => media.leave(participant_id),
-                    }
-                    vec![]
-                }
+                )];
             }
+            vec![]
         }
     }
 }
 
-/// Maps a media event to what the client is told.
+/// Applies a moderator's `action` on `participant`, a member of this node.
+fn moderate(media: &MediaServer, participant: ParticipantId, action: ModerateAction) {
+    match action {
+        ModerateAction::Mute => media.set_muted(participant, true),
+        ModerateAction::Unmute => media.set_muted(participant, false),
+        ModerateAction::Kick => media.leave(participant),
+    }
+}
+
+/// Maps a media event for session `me` to what its client is told.
 fn server_message(
     signaling: &Signaling,
     room: RoomId,
+    me: ParticipantId,
     event: ServerEvent,
 ) -> Option<ServerMessage> {
     match event {
@@ -647,22 +893,23 @@ fn server_message(
             EngineEvent::Muted {
                 participant, muted, ..
             } => {
-                signaling.update_info(room, participant, |info| info.muted = muted);
+                signaling.media_muted(room, me, participant, muted);
                 Some(ServerMessage::Muted {
                     participant_id: participant,
                     muted,
                     by_moderator: true,
                 })
             }
-            EngineEvent::ActiveSpeakers { speakers, .. } => Some(ServerMessage::Speaking {
-                speakers: speakers
+            EngineEvent::ActiveSpeakers { speakers, .. } => {
+                let speakers = speakers
                     .into_iter()
                     .map(|(participant_id, level)| Speaker {
                         participant_id,
                         level,
                     })
-                    .collect(),
-            }),
+                    .collect();
+                signaling.local_speakers(room, me, speakers)
+            }
             _ => None,
         },
     }

@@ -441,18 +441,27 @@ async fn start_media(
         .as_ref()
         .map(|secret| CascadeKey::new(secret.as_bytes()));
     let quic = start_quic(config, media.clone(), tokens.clone(), cascade.clone())?;
+    let id = config.node_id.clone().unwrap_or_else(|| {
+        veza_proto::ParticipantId::new()
+            .to_string()
+            .replace('-', "")
+    });
     let signaling = Signaling::new(
         media.clone(),
         tokens,
         Some(state.chat.clone()),
         RECONNECT_GRACE,
     );
+    // Presence, speaking, mutes and moderation cross nodes over NATS.
+    if let Some(url) = &config.nats_url {
+        signaling
+            .join_cluster(url, veza_signaling::ClusterConfig::new(id.clone()))
+            .await
+            .with_context(|| {
+                format!("joining the signaling cluster over NATS at {}", redact(url))
+            })?;
+    }
     let quic_url = config.quic_public_url_on(quic.local_addr().port());
-    let id = config.node_id.clone().unwrap_or_else(|| {
-        veza_proto::ParticipantId::new()
-            .to_string()
-            .replace('-', "")
-    });
     let relay = cascade.map(|key| Relay::new(id.clone(), key, media.clone()));
     let node = node::MediaNode::new(
         registry,

@@ -144,10 +144,36 @@ async fn pull(inner: Arc<Inner>, room: RoomId, peer: Peer) {
     }
 }
 
-/// One relayed publisher: its receive task, and the participant it is here.
+/// One relayed publisher: its receive task, and its attachment here.
 struct Relayed {
+    participant: ParticipantId,
     task: JoinHandle<()>,
     out: mpsc::Sender<RemoteOut>,
+}
+
+/// The publishers one pull relays, by broadcast path. Dropping it — the session ended, or the
+/// pull was stopped (aborted) mid-session — detaches them all, so none is left behind silent.
+struct RelayedSet {
+    media: MediaServer,
+    entries: HashMap<String, Relayed>,
+}
+
+impl RelayedSet {
+    fn remove(&mut self, path: &str) {
+        if let Some(gone) = self.entries.remove(path) {
+            gone.task.abort();
+            self.media.detach(gone.participant, gone.out);
+        }
+    }
+}
+
+impl Drop for RelayedSet {
+    fn drop(&mut self) {
+        for (_, gone) in self.entries.drain() {
+            gone.task.abort();
+            self.media.detach(gone.participant, gone.out);
+        }
+    }
 }
 
 /// Mirrors the peer's announced broadcasts as relayed publishers until the session ends.
@@ -157,8 +183,11 @@ async fn relay_session(media: &MediaServer, room: RoomId, session: &Session) -> 
         Ok(announcements) => announcements,
         Err(failure) => return failure.to_string(),
     };
-    let mut relayed: HashMap<String, Relayed> = HashMap::new();
-    let reason = loop {
+    let mut relayed = RelayedSet {
+        media: media.clone(),
+        entries: HashMap::new(),
+    };
+    loop {
         let announcement = tokio::select! {
             next = announcements.next() => next,
             reason = session.closed() => break reason,
@@ -177,13 +206,10 @@ async fn relay_session(media: &MediaServer, room: RoomId, session: &Session) -> 
             continue;
         };
         if !announcement.active {
-            if let Some(gone) = relayed.remove(&announcement.path) {
-                gone.task.abort();
-                media.detach(participant, gone.out);
-            }
+            relayed.remove(&announcement.path);
             continue;
         }
-        if relayed.contains_key(&announcement.path) {
+        if relayed.entries.contains_key(&announcement.path) {
             continue;
         }
         let (out, mut events) = mpsc::channel(16);
@@ -222,13 +248,13 @@ async fn relay_session(media: &MediaServer, room: RoomId, session: &Session) -> 
                 () = drain => {}
             }
         });
-        relayed.insert(announcement.path, Relayed { task, out });
-    };
-    for (path, gone) in relayed {
-        gone.task.abort();
-        if let Ok(participant) = path.parse::<ParticipantId>() {
-            media.detach(participant, gone.out);
-        }
+        relayed.entries.insert(
+            announcement.path,
+            Relayed {
+                participant,
+                task,
+                out,
+            },
+        );
     }
-    reason
 }
