@@ -15,7 +15,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
 use veza_proto::{Grants, ParticipantId, RoomId};
-use veza_sfu::engine::{Config, Engine};
+use veza_sfu::engine::Config;
 use veza_sfu::webrtc::{JoinRequest, MediaConfig, MediaMetrics, MediaServer, ServerEvent};
 
 fn render(registry: &Registry) -> String {
@@ -57,7 +57,7 @@ async fn garbage_datagrams_are_counted_and_the_shard_keeps_serving() {
         udp_addr: "127.0.0.1:0".parse().expect("addr"),
         ..MediaConfig::default()
     };
-    let media = MediaServer::start(config, Engine::new(Config::default()), metrics)
+    let media = MediaServer::start(config, Config::default(), metrics)
         .await
         .expect("media");
 
@@ -269,7 +269,7 @@ async fn a_call_fills_the_latency_histograms_and_the_counters() {
         udp_addr: "127.0.0.1:0".parse().expect("addr"),
         ..MediaConfig::default()
     };
-    let media = MediaServer::start(config, Engine::new(Config::default()), metrics)
+    let media = MediaServer::start(config, Config::default(), metrics)
         .await
         .expect("media");
     let room = RoomId::new();

@@ -552,7 +552,7 @@ impl Signaling {
             }
         }
         if let Some((participant, action)) = moderate {
-            super::moderate(&self.inner.media, participant, action);
+            super::moderate(&self.inner.media.for_room(room), participant, action);
         }
     }
 

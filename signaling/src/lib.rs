@@ -351,8 +351,9 @@ impl Signaling {
                     .collect()
             })
             .unwrap_or_default();
+        let media = self.inner.media.for_room(room);
         for participant in participants {
-            self.inner.media.leave(participant);
+            media.leave(participant);
         }
     }
 
@@ -495,20 +496,22 @@ where
     }
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (outbox_tx, mut outbox) = mpsc::unbounded_channel();
+    // The room's shard: every media call of this session goes straight there.
+    let media = signaling.inner.media.for_room(room);
 
     // Join, or resume a participant still within its grace period.
     let resumed = signaling.member_info(room, participant).is_some();
     let offer = if resumed {
-        signaling.inner.media.restart(participant, events_tx).await
+        media.restart(participant, events_tx).await
     } else {
         let request = JoinRequest {
             room,
             participant,
             grants: claims.grants,
         };
-        signaling.inner.media.join(request, events_tx).await
+        media.join(request, events_tx).await
     };
-    let metrics = signaling.inner.media.metrics();
+    let metrics = media.metrics();
     let offer = match offer {
         Ok(offer) => {
             metrics.join(if resumed {
@@ -614,7 +617,7 @@ where
                 ServerEvent::ChatData(text) => {
                     let reply = handle_chat(&signaling, &claims, &text, &mut acked).await;
                     if let Ok(json) = serde_json::to_string(&reply) {
-                        signaling.inner.media.send_chat(participant, json);
+                        media.send_chat(participant, json);
                     }
                 }
                 event => {
@@ -627,14 +630,14 @@ where
                 let own_echo = matches!(event, ChatEvent::Created { .. })
                     && acked.contains(&event.message().id);
                 if !own_echo && let Ok(json) = serde_json::to_string(&event) {
-                    signaling.inner.media.send_chat(participant, json);
+                    media.send_chat(participant, json);
                 }
             }
             Some(message) = outbox.recv() => {
                 open &= send(&mut sink, &message).await;
                 if matches!(message, ServerMessage::Reconnect { .. }) {
                     // Sent elsewhere: no grace period here.
-                    signaling.inner.media.leave(participant);
+                    media.leave(participant);
                     kicked = true;
                     open = false;
                 }
@@ -644,7 +647,7 @@ where
 
     if kicked || signaling.draining() {
         if !kicked {
-            signaling.inner.media.leave(participant);
+            media.leave(participant);
         }
         signaling.forget(room, participant);
         signaling.broadcast(
@@ -679,7 +682,7 @@ where
         }
         tokio::time::sleep(grace - notice).await;
         if signaling.still_gone(room, participant, generation) {
-            signaling.inner.media.leave(participant);
+            signaling.inner.media.for_room(room).leave(participant);
             signaling.forget(room, participant);
         }
     });
@@ -759,7 +762,7 @@ async fn handle_client(
     claims: &MediaClaims,
     text: &str,
 ) -> Vec<ServerMessage> {
-    let media = &signaling.inner.media;
+    let media = &signaling.inner.media.for_room(claims.room);
     let me = claims.participant;
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(message) => message,

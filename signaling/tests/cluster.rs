@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use veza_proto::signal::{ParticipantInfo, ServerMessage, Speaker};
 use veza_proto::{MEDIA_AUDIENCE, MediaClaims, ParticipantId, Role, RoomId, UserId};
-use veza_sfu::engine::{Config, Engine};
+use veza_sfu::engine::Config;
 use veza_sfu::webrtc::{MediaConfig, MediaMetrics, MediaServer};
 use veza_signaling::{ClusterConfig, Frame, Signaling, TokenVerifier, run_session};
 
@@ -51,7 +51,7 @@ async fn node_with(url: &str, cluster: ClusterConfig) -> Signaling {
         udp_addr: "127.0.0.1:0".parse().expect("addr"),
         ..MediaConfig::default()
     };
-    let media = MediaServer::start(config, Engine::new(Config::default()), MediaMetrics::new())
+    let media = MediaServer::start(config, Config::default(), MediaMetrics::new())
         .await
         .expect("media");
     // A one-second grace period: a closed session is announced gone after a second.

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 use veza_proto::signal::ServerMessage;
 use veza_proto::{Grants, MEDIA_AUDIENCE, MediaClaims, ParticipantId, Role, RoomId, UserId};
-use veza_sfu::engine::{Config, Engine};
+use veza_sfu::engine::Config;
 use veza_sfu::webrtc::{MediaConfig, MediaMetrics, MediaServer};
 use veza_signaling::{Frame, Signaling, TokenVerifier, run_session};
 
@@ -49,9 +49,11 @@ fn claims(role: Role) -> MediaClaims {
 async fn signaling(claims: &MediaClaims) -> Signaling {
     let config = MediaConfig {
         udp_addr: "127.0.0.1:0".parse().expect("addr"),
+        // Two shards: sessions must reach their room's.
+        shards: 2,
         ..MediaConfig::default()
     };
-    let media = MediaServer::start(config, Engine::new(Config::default()), MediaMetrics::new())
+    let media = MediaServer::start(config, Config::default(), MediaMetrics::new())
         .await
         .expect("media");
     Signaling::new(

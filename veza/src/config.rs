@@ -77,6 +77,9 @@ pub struct Config {
     pub turn_ttl_secs: u64,
     /// `VEZA_RTC_UDP_ADDR`: the one UDP socket of every WebRTC peer.
     pub rtc_udp_addr: SocketAddr,
+    /// `VEZA_RTC_SHARDS`: media shards, each a task with its own UDP port counted up from
+    /// `rtc_udp_addr`'s; 0 (the default) is one per CPU core.
+    pub rtc_shards: usize,
     /// `VEZA_RTC_PUBLIC_IPS`: comma-separated IPs announced as ICE host candidates; default
     /// the bound IP, or 127.0.0.1 and the default route's address.
     pub rtc_public_ips: Vec<IpAddr>,
@@ -137,6 +140,7 @@ impl Default for Config {
             turn_ttl_secs: 24 * 3600,
             rtc_udp_addr: SocketAddr::from(([0, 0, 0, 0], 7882)),
             rtc_public_ips: Vec::new(),
+            rtc_shards: 0,
             chat_blocked_words: Vec::new(),
             quic_addr: SocketAddr::from(([0, 0, 0, 0], 4443)),
             quic_public_url: None,
@@ -222,6 +226,7 @@ impl Config {
                 "VEZA_QUIC_CERT" => self.quic_cert = Some(PathBuf::from(value)),
                 "VEZA_QUIC_KEY" => self.quic_key = Some(PathBuf::from(value)),
                 "VEZA_RTC_UDP_ADDR" => self.rtc_udp_addr = parse(&name, &value)?,
+                "VEZA_RTC_SHARDS" => self.rtc_shards = parse(&name, &value)?,
                 "VEZA_RTC_PUBLIC_IPS" => {
                     self.rtc_public_ips = list(&value)
                         .iter()
@@ -336,6 +341,9 @@ impl Config {
         if !name_ok(&self.cluster_name) {
             bail!("cluster_name must be 1 to 64 letters, digits, '-' or '_'");
         }
+        if self.rtc_shards > 256 {
+            bail!("rtc_shards must be at most 256");
+        }
         if self.node_max_participants == 0 {
             bail!("node_max_participants must be at least 1");
         }
@@ -354,6 +362,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The media shards to run: as configured, or one per CPU core.
+    pub fn rtc_shards(&self) -> usize {
+        match self.rtc_shards {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 
     /// The database URL in force.

@@ -25,7 +25,7 @@ use veza_api::{AppState, KeyRing, Placement};
 use veza_chat::ChatBus;
 use veza_cluster::{NodeInfo, NodeRegistry, RateLimiter};
 use veza_proto::MediaClaims;
-use veza_sfu::engine::{Config as EngineConfig, Engine};
+use veza_sfu::engine::Config as EngineConfig;
 use veza_sfu::quic::{CertStore, Certificate, QuicConfig, QuicServer};
 use veza_sfu::relay::{CascadeKey, Relay};
 use veza_sfu::webrtc::{MediaConfig, MediaMetrics, MediaServer};
@@ -424,13 +424,14 @@ async fn start_media(
             udp_addr: config.rtc_udp_addr,
             announce_ips: config.rtc_public_ips.clone(),
             reconnect_grace: RECONNECT_GRACE,
+            shards: config.rtc_shards(),
         },
-        Engine::new(EngineConfig {
+        EngineConfig {
             // Start values of sequence numbers and timestamps differ from run to run
             // (RFC 3550 §5.1).
             seed: random_seed(),
             ..EngineConfig::default()
-        }),
+        },
         media_metrics,
     )
     .await

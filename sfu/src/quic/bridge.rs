@@ -100,7 +100,9 @@ pub(super) async fn run(
     peer_setup: Option<Setup>,
     context: Context,
 ) {
-    let metrics = context.media.metrics().clone();
+    // The room's shard: every media call of this session goes straight there.
+    let media = context.media.for_room(who.room);
+    let metrics = media.metrics().clone();
     let _open = metrics.quic_session();
     let session = Session::start(
         transport,
@@ -145,7 +147,7 @@ pub(super) async fn run(
     let ingest = (who.mode != SubscribeMode::LocalTracks).then(|| {
         tokio::spawn(ingest(
             session.clone(),
-            context.media.clone(),
+            media.clone(),
             participant,
             who.grants,
         ))
@@ -194,7 +196,7 @@ pub(super) async fn run(
         ingest.abort();
     }
     drop(slots);
-    context.media.detach(participant, tx);
+    media.detach(participant, tx);
     let mut sessions = context.sessions.lock().unwrap_or_else(|p| p.into_inner());
     if sessions
         .get(&participant)

@@ -185,8 +185,9 @@ impl QuicServer {
             .filter(|(_, (r, u, _))| (*r, *u) == (room, Some(user)))
             .map(|(participant, _)| *participant)
             .collect();
+        let media = self.context.media.for_room(room);
         for participant in participants {
-            self.context.media.leave(participant);
+            media.leave(participant);
         }
     }
 

@@ -178,6 +178,8 @@ impl Drop for RelayedSet {
 
 /// Mirrors the peer's announced broadcasts as relayed publishers until the session ends.
 async fn relay_session(media: &MediaServer, room: RoomId, session: &Session) -> String {
+    // The room's shard: every media call of this pull goes straight there.
+    let media = &media.for_room(room);
     let subscriber = session.subscriber();
     let mut announcements = match subscriber.announced("").await {
         Ok(announcements) => announcements,

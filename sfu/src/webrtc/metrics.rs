@@ -375,14 +375,19 @@ impl MediaMetrics {
             .inc_by(grown(before.retransmissions, now.retransmissions));
         self.nack_misses
             .inc_by(grown(before.nack_misses, now.nack_misses));
-        self.rooms.set(as_gauge(now.rooms));
-        self.participants.set(as_gauge(now.participants));
-        self.tracks.set(as_gauge(now.tracks));
-        self.slots.set(as_gauge(now.slots));
+        // Gauges move by this shard's change: every shard adds its own share.
+        let moved = |a: u64, b: u64| as_gauge(b) - as_gauge(a);
+        self.rooms.add(moved(before.rooms, now.rooms));
+        self.participants
+            .add(moved(before.participants, now.participants));
+        self.tracks.add(moved(before.tracks, now.tracks));
+        self.slots.add(moved(before.slots, now.slots));
     }
 
-    pub(crate) fn set_peers(&self, peers: usize) {
-        self.peers.set(i64::try_from(peers).unwrap_or(i64::MAX));
+    /// One shard's peers went from `before` to `now`.
+    pub(crate) fn add_peers(&self, before: usize, now: usize) {
+        self.peers
+            .add(as_gauge(now as u64) - as_gauge(before as u64));
     }
 
     /// A datagram routed to no peer.
@@ -555,7 +560,7 @@ mod tests {
         };
         metrics.sync_engine(&first, &second);
         metrics.dropped_no_peer();
-        metrics.set_peers(3);
+        metrics.add_peers(0, 3);
         metrics.join(JoinOutcome::Resumed);
         let session = metrics.session();
         let text = metrics.render();

@@ -35,8 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 use veza_proto::{Grants, ParticipantId, RoomId, TrackId};
 
 use crate::engine::{
-    AudioLevel, Engine, Event as EngineEvent, IdHash, MAX_SPEAKER_SLOTS, Output as EngineOutput,
-    RtpIn, RtpOut, SlotId, Stats, SubscribeMode,
+    AudioLevel, Config as EngineConfig, Engine, Event as EngineEvent, IdHash, MAX_SPEAKER_SLOTS,
+    Output as EngineOutput, RtpIn, RtpOut, SlotId, Stats, SubscribeMode,
 };
 
 pub use metrics::{JoinOutcome, MediaMetrics, QuicSessionGuard, SessionGuard};
@@ -57,6 +57,10 @@ pub struct MediaConfig {
     pub announce_ips: Vec<IpAddr>,
     /// How long a participant whose connection dropped is kept for an ICE restart.
     pub reconnect_grace: Duration,
+    /// How many shards: one task, one engine and one UDP socket each, on consecutive ports
+    /// from `udp_addr`'s (each its own ephemeral port when that is 0). A room lives in one
+    /// shard, picked by its id, so shards share nothing and forward nothing to each other.
+    pub shards: usize,
 }
 
 impl Default for MediaConfig {
@@ -65,6 +69,7 @@ impl Default for MediaConfig {
             udp_addr: SocketAddr::from(([0, 0, 0, 0], 7882)),
             announce_ips: Vec::new(),
             reconnect_grace: Duration::from_secs(30),
+            shards: 1,
         }
     }
 }
@@ -228,14 +233,25 @@ pub enum IngestKind {
     Whep,
 }
 
-/// A handle to the media shard. Cheap to clone.
+/// A handle to the media shards. Cheap to clone.
+///
+/// Calls that name a room go to the room's shard. Calls that name only a participant go to
+/// the shard the handle is pinned to ([`MediaServer::for_room`]); an unpinned handle asks every
+/// shard (fine for the occasional call, not for a per-packet one: sessions pin their handle).
 #[derive(Debug, Clone)]
 pub struct MediaServer {
+    shards: Arc<[ShardHandle]>,
+    pinned: Option<usize>,
+    metrics: MediaMetrics,
+}
+
+/// One shard's command queue, room counts and address.
+#[derive(Debug)]
+struct ShardHandle {
     commands: mpsc::UnboundedSender<Command>,
     live: LiveRooms,
     local_addr: SocketAddr,
     candidates: Arc<[SocketAddr]>,
-    metrics: MediaMetrics,
 }
 
 impl std::fmt::Debug for Command {
@@ -245,48 +261,102 @@ impl std::fmt::Debug for Command {
 }
 
 impl MediaServer {
-    /// Binds the UDP socket and starts the shard on the current tokio runtime; the shard
-    /// reports to `metrics` (register them where they are scraped).
+    /// Binds the UDP sockets and starts the shards on the current tokio runtime, each with an
+    /// engine made with `engine` (seeded apart); they report to `metrics` (register them where
+    /// they are scraped).
     pub async fn start(
         config: MediaConfig,
-        engine: Engine,
+        engine: EngineConfig,
         metrics: MediaMetrics,
     ) -> Result<Self, MediaError> {
-        let socket = UdpSocket::bind(config.udp_addr).await?;
-        let local_addr = socket.local_addr()?;
-        let ips = if !config.announce_ips.is_empty() {
-            config.announce_ips.clone()
-        } else if !local_addr.ip().is_unspecified() {
-            vec![local_addr.ip()]
-        } else {
-            let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
-            ips.extend(default_route_ip());
-            ips
-        };
-        let candidates: Arc<[SocketAddr]> = ips
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, local_addr.port()))
-            .collect();
-        let (commands, rx) = mpsc::unbounded_channel();
-        let live = LiveRooms::default();
-        let mut shard = Shard::new(
-            socket,
-            rx,
-            engine,
-            candidates.clone(),
-            config.reconnect_grace,
-            metrics.clone(),
-        );
-        shard.live = live.clone();
-        tokio::spawn(shard.run());
-        tracing::info!(addr = %local_addr, candidates = ?candidates, "WebRTC media listening");
+        let mut shards = Vec::new();
+        for index in 0..config.shards.max(1) {
+            let mut addr = config.udp_addr;
+            if addr.port() != 0 {
+                let port = u16::try_from(usize::from(addr.port()) + index).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "the shards' UDP ports run past 65535",
+                    )
+                })?;
+                addr.set_port(port);
+            }
+            let socket = UdpSocket::bind(addr).await?;
+            let local_addr = socket.local_addr()?;
+            let ips = if !config.announce_ips.is_empty() {
+                config.announce_ips.clone()
+            } else if !local_addr.ip().is_unspecified() {
+                vec![local_addr.ip()]
+            } else {
+                let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
+                ips.extend(default_route_ip());
+                ips
+            };
+            let candidates: Arc<[SocketAddr]> = ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, local_addr.port()))
+                .collect();
+            let (commands, rx) = mpsc::unbounded_channel();
+            let live = LiveRooms::default();
+            let mut shard = Shard::new(
+                socket,
+                rx,
+                Engine::new(EngineConfig {
+                    seed: engine.seed.wrapping_add(index as u64),
+                    ..engine.clone()
+                }),
+                candidates.clone(),
+                config.reconnect_grace,
+                metrics.clone(),
+            );
+            shard.live = live.clone();
+            tokio::spawn(shard.run());
+            tracing::info!(shard = index, addr = %local_addr, candidates = ?candidates, "WebRTC media listening");
+            shards.push(ShardHandle {
+                commands,
+                live,
+                local_addr,
+                candidates,
+            });
+        }
         Ok(Self {
-            commands,
-            live,
-            local_addr,
-            candidates,
+            shards: shards.into(),
+            pinned: None,
             metrics,
         })
+    }
+
+    /// A handle whose participant calls go straight to `room`'s shard: what a session of that
+    /// room uses.
+    pub fn for_room(&self, room: RoomId) -> MediaServer {
+        MediaServer {
+            shards: self.shards.clone(),
+            pinned: Some(self.shard_of(room)),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// How many shards run.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard of `room`: a fixed hash of its id.
+    fn shard_of(&self, room: RoomId) -> usize {
+        use std::hash::{Hash, Hasher};
+        if self.shards.len() == 1 {
+            return 0;
+        }
+        // SipHash with fixed keys: the same room maps to the same shard for the process's life.
+        #[allow(deprecated)]
+        let mut hasher = std::hash::SipHasher::new();
+        room.hash(&mut hasher);
+        (hasher.finish() % self.shards.len() as u64) as usize
+    }
+
+    /// The shard for participant calls: the pinned one, or the only one.
+    fn participant_shard(&self) -> Option<usize> {
+        self.pinned.or((self.shards.len() == 1).then_some(0))
     }
 
     /// The metrics the shard reports to; signaling counts its sessions here too.
@@ -296,7 +366,8 @@ impl MediaServer {
 
     /// Who is in `room` (as of the last second); `None` when nobody is.
     pub fn room_live(&self, room: RoomId) -> Option<RoomLive> {
-        self.live
+        self.shards[self.shard_of(room)]
+            .live
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&room)
@@ -305,38 +376,68 @@ impl MediaServer {
 
     /// Every room with people in it here (as of the last second), with its counts.
     pub fn live_rooms(&self) -> Vec<(RoomId, RoomLive)> {
-        self.live
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(room, live)| (*room, *live))
-            .collect()
+        let mut rooms = Vec::new();
+        for shard in self.shards.iter() {
+            let live = shard.live.read().unwrap_or_else(|p| p.into_inner());
+            rooms.extend(live.iter().map(|(room, live)| (*room, *live)));
+        }
+        rooms
     }
 
-    /// The bound UDP address.
+    /// The bound UDP address (of the pinned shard, else the first).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.shards[self.pinned.unwrap_or(0)].local_addr
     }
 
-    /// The announced host candidates.
+    /// Every shard's bound UDP address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|s| s.local_addr).collect()
+    }
+
+    /// The announced host candidates (of the pinned shard, else the first).
     pub fn candidates(&self) -> &[SocketAddr] {
-        &self.candidates
+        &self.shards[self.pinned.unwrap_or(0)].candidates
     }
 
-    async fn ask<T>(
+    /// Asks `room`'s shard.
+    async fn ask_room<T>(
         &self,
+        room: RoomId,
         make: impl FnOnce(oneshot::Sender<Result<T, MediaError>>) -> Command,
     ) -> Result<T, MediaError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .map_err(|_| MediaError::Stopped)?;
-        rx.await.map_err(|_| MediaError::Stopped)?
+        ask_shard(&self.shards[self.shard_of(room)], make).await
     }
 
-    fn tell(&self, command: Command) {
+    /// Asks the participant's shard; unpinned, each shard in turn until one knows it.
+    async fn ask<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<Result<T, MediaError>>) -> Command,
+    ) -> Result<T, MediaError> {
+        if let Some(index) = self.participant_shard() {
+            return ask_shard(&self.shards[index], make).await;
+        }
+        for shard in self.shards.iter() {
+            match ask_shard(shard, &make).await {
+                Err(MediaError::UnknownParticipant) => continue,
+                other => return other,
+            }
+        }
+        Err(MediaError::UnknownParticipant)
+    }
+
+    /// Tells the participant's shard; unpinned, every shard (the others ignore it).
+    fn tell(&self, make: impl Fn() -> Command) {
         // A stopped shard has nothing left to tell.
-        let _ = self.commands.send(command);
+        match self.participant_shard() {
+            Some(index) => {
+                let _ = self.shards[index].commands.send(make());
+            }
+            None => {
+                for shard in self.shards.iter() {
+                    let _ = shard.commands.send(make());
+                }
+            }
+        }
     }
 
     /// Adds a participant; returns the first SDP offer for its client to answer.
@@ -345,7 +446,7 @@ impl MediaServer {
         request: JoinRequest,
         events: mpsc::UnboundedSender<ServerEvent>,
     ) -> Result<String, MediaError> {
-        self.ask(|reply| Command::Join {
+        self.ask_room(request.room, |reply| Command::Join {
             request,
             events,
             reply,
@@ -357,7 +458,7 @@ impl MediaServer {
     pub async fn answer(&self, participant: ParticipantId, sdp: String) -> Result<(), MediaError> {
         self.ask(|reply| Command::Answer {
             participant,
-            sdp,
+            sdp: sdp.clone(),
             reply,
         })
         .await
@@ -365,9 +466,9 @@ impl MediaServer {
 
     /// Adds a trickled remote candidate (`candidate:…` line).
     pub fn candidate(&self, participant: ParticipantId, candidate: String) {
-        self.tell(Command::Candidate {
+        self.tell(|| Command::Candidate {
             participant,
-            candidate,
+            candidate: candidate.clone(),
         });
     }
 
@@ -387,12 +488,15 @@ impl MediaServer {
 
     /// Server-side mute (a moderator's) or unmute.
     pub fn set_muted(&self, participant: ParticipantId, muted: bool) {
-        self.tell(Command::SetMuted { participant, muted });
+        self.tell(|| Command::SetMuted { participant, muted });
     }
 
     /// Sends text on the participant's `chat` data channel.
     pub fn send_chat(&self, participant: ParticipantId, text: String) {
-        self.tell(Command::SendChat { participant, text });
+        self.tell(|| Command::SendChat {
+            participant,
+            text: text.clone(),
+        });
     }
 
     /// A reconnecting session: ICE restart, with events going to the new session.
@@ -403,7 +507,7 @@ impl MediaServer {
     ) -> Result<String, MediaError> {
         self.ask(|reply| Command::Restart {
             participant,
-            events,
+            events: events.clone(),
             reply,
         })
         .await
@@ -416,7 +520,7 @@ impl MediaServer {
         kind: IngestKind,
         offer: String,
     ) -> Result<String, MediaError> {
-        self.ask(|reply| Command::Ingest {
+        self.ask_room(request.room, |reply| Command::Ingest {
             request,
             kind,
             offer,
@@ -427,7 +531,7 @@ impl MediaServer {
 
     /// Removes the participant from the media path at once.
     pub fn leave(&self, participant: ParticipantId) {
-        self.tell(Command::Leave { participant });
+        self.tell(|| Command::Leave { participant });
     }
 
     /// Adds a participant whose transport runs elsewhere (a moq-lite session): the shard
@@ -453,7 +557,7 @@ impl MediaServer {
         mode: SubscribeMode,
         out: mpsc::Sender<RemoteOut>,
     ) -> Result<(), MediaError> {
-        self.ask(|reply| Command::Attach {
+        self.ask_room(request.room, |reply| Command::Attach {
             request,
             mode,
             out,
@@ -465,16 +569,32 @@ impl MediaServer {
     /// Removes an attached participant if `out` is still its channel (a session that was taken
     /// over by a newer one removes nothing).
     pub fn detach(&self, participant: ParticipantId, out: mpsc::Sender<RemoteOut>) {
-        self.tell(Command::Detach { participant, out });
+        self.tell(|| Command::Detach {
+            participant,
+            out: out.clone(),
+        });
     }
 
     /// One packet of an attached participant's published track.
     pub fn remote_packet(&self, participant: ParticipantId, packet: RtpIn) {
-        self.tell(Command::RemotePacket {
+        self.tell(|| Command::RemotePacket {
             participant,
-            packet,
+            packet: packet.clone(),
         });
     }
+}
+
+/// Asks one shard and waits for its answer.
+async fn ask_shard<T>(
+    shard: &ShardHandle,
+    make: impl FnOnce(oneshot::Sender<Result<T, MediaError>>) -> Command,
+) -> Result<T, MediaError> {
+    let (reply, rx) = oneshot::channel();
+    shard
+        .commands
+        .send(make(reply))
+        .map_err(|_| MediaError::Stopped)?;
+    rx.await.map_err(|_| MediaError::Stopped)?
 }
 
 /// WHIP/WHEP sessions take no trickled candidates (PATCH answers 405; the ICE-lite server's
@@ -632,6 +752,8 @@ struct Shard {
     metrics: MediaMetrics,
     /// The engine's counters as last copied into the metrics.
     reported: Stats,
+    /// The peer count as last added to the metrics (shards add their own share).
+    reported_peers: usize,
     /// When the metrics are next synced with the engine.
     metrics_due: Instant,
     /// When the last fresh (not resent) forward of the current input was written to its
@@ -669,6 +791,7 @@ impl Shard {
                 .generate_certificate(),
             metrics,
             reported: Stats::default(),
+            reported_peers: 0,
             metrics_due: Instant::now(),
             forwarded_at: None,
             live: LiveRooms::default(),
@@ -722,7 +845,9 @@ impl Shard {
     fn sync_metrics(&mut self) {
         let stats = self.engine.stats();
         self.metrics.sync_engine(&self.reported, &stats);
-        self.metrics.set_peers(self.peers.len());
+        self.metrics
+            .add_peers(self.reported_peers, self.peers.len());
+        self.reported_peers = self.peers.len();
         self.reported = stats;
         // The cascade's own participants are not people: a room held only by them is not
         // live here.
@@ -1554,6 +1679,63 @@ mod tests {
     use super::*;
 
     const OFFER: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a2\r\n";
+
+    #[tokio::test]
+    async fn rooms_spread_over_shards_each_on_its_own_port() {
+        let media = MediaServer::start(
+            MediaConfig {
+                udp_addr: "127.0.0.1:0".parse().expect("addr"),
+                shards: 3,
+                ..MediaConfig::default()
+            },
+            EngineConfig::default(),
+            MediaMetrics::new(),
+        )
+        .await
+        .expect("media");
+        let mut ports: Vec<u16> = media.local_addrs().iter().map(|a| a.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 3, "one port per shard");
+        let mut used = HashSet::new();
+        for _ in 0..60 {
+            let room = RoomId::new();
+            let pinned = media.for_room(room);
+            // A room always maps to one shard, whose address the pinned handle reports.
+            assert_eq!(pinned.local_addr(), media.for_room(room).local_addr());
+            assert_eq!(pinned.candidates()[0].port(), pinned.local_addr().port());
+            used.insert(pinned.local_addr());
+        }
+        assert_eq!(used.len(), 3, "60 rooms use every shard");
+        // Participant calls of an unpinned handle reach the shard that has the participant.
+        let room = RoomId::new();
+        let participant = ParticipantId::new();
+        let (events, _rx) = mpsc::unbounded_channel();
+        let grants = Grants {
+            can_publish: true,
+            can_subscribe: true,
+            can_chat: true,
+        };
+        media
+            .join(
+                JoinRequest {
+                    room,
+                    participant,
+                    grants,
+                },
+                events,
+            )
+            .await
+            .expect("join");
+        media
+            .publish(participant, true)
+            .await
+            .expect("the unpinned handle finds the participant's shard");
+        assert!(matches!(
+            media.publish(ParticipantId::new(), true).await,
+            Err(MediaError::UnknownParticipant)
+        ));
+    }
 
     #[test]
     fn audio_sections_are_found_in_order() {
