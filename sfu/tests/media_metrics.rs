@@ -245,11 +245,11 @@ async fn answer_offers(
     media: &MediaServer,
     participant: ParticipantId,
     client: &mut Client,
-    events: &mut mpsc::UnboundedReceiver<ServerEvent>,
+    events: &mut mpsc::UnboundedReceiver<Box<ServerEvent>>,
 ) -> Vec<ServerEvent> {
     let mut other = Vec::new();
     while let Ok(event) = events.try_recv() {
-        match event {
+        match *event {
             ServerEvent::Offer(sdp) => {
                 let answer = client.answer(&sdp);
                 media.answer(participant, answer).await.expect("answer");

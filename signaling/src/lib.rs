@@ -81,7 +81,9 @@ struct Room {
 struct Member {
     info: ParticipantInfo,
     /// The live session's outbox; `None` while disconnected (within the grace period).
-    outbox: Option<mpsc::UnboundedSender<ServerMessage>>,
+    /// Boxed messages: an idle session's channel holds a block of pointers (256 bytes), not
+    /// of messages (2.3 KiB).
+    outbox: Option<mpsc::UnboundedSender<Box<ServerMessage>>>,
     /// Bumped on every (re)connection, so a stale disconnect timer does nothing.
     generation: u64,
     /// The room was told this member left (while it may still resume).
@@ -108,7 +110,7 @@ impl Room {
     fn send_all(&self, message: &ServerMessage) {
         for member in self.members.values() {
             if let Some(outbox) = &member.outbox {
-                let _ = outbox.send(message.clone());
+                let _ = outbox.send(Box::new(message.clone()));
             }
         }
     }
@@ -136,7 +138,7 @@ impl Room {
             };
             let merged = self.remote.merge_speakers(&member.local_speakers, limit);
             if let Some(message) = speaking_change(&mut member.speaking_sent, merged) {
-                let _ = outbox.send(message);
+                let _ = outbox.send(Box::new(message));
             }
         }
     }
@@ -242,7 +244,7 @@ impl Signaling {
         if let Some(room) = self.rooms().get(&room) {
             for member in room.members.values() {
                 if let Some(outbox) = &member.outbox {
-                    let _ = outbox.send(message.clone());
+                    let _ = outbox.send(Box::new(message.clone()));
                 }
             }
         }
@@ -370,7 +372,7 @@ impl Signaling {
         for room in self.rooms().values() {
             for member in room.members.values() {
                 if let Some(outbox) = &member.outbox {
-                    let _ = outbox.send(message.clone());
+                    let _ = outbox.send(Box::new(message.clone()));
                 }
             }
         }
@@ -608,7 +610,7 @@ where
                 }
                 Some(Frame::Closed) | None => open = false,
             },
-            Some(event) = events.recv() => match event {
+            Some(event) = events.recv() => match *event {
                 ServerEvent::Removed => {
                     kicked = true;
                     let _ = send(&mut sink, &ServerMessage::Kicked).await;
@@ -635,7 +637,7 @@ where
             }
             Some(message) = outbox.recv() => {
                 open &= send(&mut sink, &message).await;
-                if matches!(message, ServerMessage::Reconnect { .. }) {
+                if matches!(*message, ServerMessage::Reconnect { .. }) {
                     // Sent elsewhere: no grace period here.
                     media.leave(participant);
                     kicked = true;
@@ -742,7 +744,7 @@ impl Signaling {
                 if *id != except
                     && let Some(outbox) = &member.outbox
                 {
-                    let _ = outbox.send(message.clone());
+                    let _ = outbox.send(Box::new(message.clone()));
                 }
             }
         }

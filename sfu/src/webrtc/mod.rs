@@ -112,6 +112,10 @@ pub struct JoinRequest {
     pub grants: Grants,
 }
 
+/// Where a peer's events go. Boxed: an idle session's channel then holds a block of pointers
+/// (256 bytes) rather than a block of events (2 KiB).
+pub type EventSender = mpsc::UnboundedSender<Box<ServerEvent>>;
+
 /// What the shard tells one participant's session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerEvent {
@@ -169,7 +173,7 @@ struct Remote {
 enum Command {
     Join {
         request: JoinRequest,
-        events: mpsc::UnboundedSender<ServerEvent>,
+        events: EventSender,
         reply: oneshot::Sender<Result<String, MediaError>>,
     },
     Answer {
@@ -196,7 +200,7 @@ enum Command {
     },
     Restart {
         participant: ParticipantId,
-        events: mpsc::UnboundedSender<ServerEvent>,
+        events: EventSender,
         reply: oneshot::Sender<Result<String, MediaError>>,
     },
     Leave {
@@ -444,7 +448,7 @@ impl MediaServer {
     pub async fn join(
         &self,
         request: JoinRequest,
-        events: mpsc::UnboundedSender<ServerEvent>,
+        events: EventSender,
     ) -> Result<String, MediaError> {
         self.ask_room(request.room, |reply| Command::Join {
             request,
@@ -503,7 +507,7 @@ impl MediaServer {
     pub async fn restart(
         &self,
         participant: ParticipantId,
-        events: mpsc::UnboundedSender<ServerEvent>,
+        events: EventSender,
     ) -> Result<String, MediaError> {
         self.ask(|reply| Command::Restart {
             participant,
@@ -695,7 +699,7 @@ struct Peer {
     grants: Grants,
     rtc: Rtc,
     ufrag: String,
-    events: mpsc::UnboundedSender<ServerEvent>,
+    events: EventSender,
     /// The offer the client has not answered yet.
     pending: Option<SdpPendingOffer>,
     /// Another offer is due once the pending one is answered.
@@ -1135,7 +1139,7 @@ impl Shard {
         &mut self,
         now: Instant,
         request: JoinRequest,
-        events: mpsc::UnboundedSender<ServerEvent>,
+        events: EventSender,
     ) -> Result<String, MediaError> {
         if self.peers.contains_key(&request.participant) {
             return Err(MediaError::AlreadyJoined);
@@ -1153,12 +1157,7 @@ impl Shard {
     }
 
     /// A peer for `request`, with the shard's host candidates.
-    fn new_peer(
-        &self,
-        now: Instant,
-        request: &JoinRequest,
-        events: mpsc::UnboundedSender<ServerEvent>,
-    ) -> Peer {
+    fn new_peer(&self, now: Instant, request: &JoinRequest, events: EventSender) -> Peer {
         let mut rtc = peer_config(self.certificate.as_ref()).build(now);
         for addr in self.candidates.iter() {
             if let Ok(candidate) = Candidate::host(*addr, "udp") {
@@ -1274,7 +1273,7 @@ impl Shard {
         if peer.renegotiate || !peer.unplaced.is_empty() {
             peer.renegotiate = false;
             if let Some(offer) = peer.offer(false) {
-                let _ = peer.events.send(ServerEvent::Offer(offer));
+                let _ = peer.events.send(Box::new(ServerEvent::Offer(offer)));
             }
         }
         Ok(())
@@ -1318,7 +1317,7 @@ impl Shard {
     fn restart(
         &mut self,
         participant: ParticipantId,
-        events: mpsc::UnboundedSender<ServerEvent>,
+        events: EventSender,
     ) -> Result<String, MediaError> {
         let peer = self
             .peers
@@ -1352,7 +1351,7 @@ impl Shard {
         self.by_ufrag.remove(&peer.ufrag);
         self.by_addr.retain(|_, p| *p != participant);
         peer.rtc.disconnect();
-        let _ = peer.events.send(ServerEvent::Removed);
+        let _ = peer.events.send(Box::new(ServerEvent::Removed));
         // Every peer was added to the engine when it joined.
         let _ = self.engine.remove_participant(now, participant);
     }
@@ -1436,12 +1435,12 @@ impl Shard {
                         .ice_connected(now.saturating_duration_since(since));
                 }
                 peer.disconnected_at = None;
-                let _ = peer.events.send(ServerEvent::Connected);
+                let _ = peer.events.send(Box::new(ServerEvent::Connected));
             }
             RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 peer.disconnected_at.get_or_insert(now);
                 self.timers.push(Reverse((now + self.grace, participant)));
-                let _ = peer.events.send(ServerEvent::Disconnected);
+                let _ = peer.events.send(Box::new(ServerEvent::Disconnected));
             }
             RtcEvent::IceConnectionStateChange(
                 IceConnectionState::Connected | IceConnectionState::Completed,
@@ -1497,7 +1496,7 @@ impl Shard {
             RtcEvent::ChannelData(data) if Some(data.id) == peer.chat && !data.binary => {
                 match String::from_utf8(data.data) {
                     Ok(text) => {
-                        let _ = peer.events.send(ServerEvent::ChatData(text));
+                        let _ = peer.events.send(Box::new(ServerEvent::ChatData(text)));
                     }
                     Err(_) => {
                         tracing::debug!(participant = %participant, "non-UTF-8 chat data dropped")
@@ -1613,7 +1612,7 @@ impl Shard {
         if let Some(room) = event_room(&event) {
             for participant in self.engine.participants(room) {
                 if let Some(peer) = self.peers.get(participant) {
-                    let _ = peer.events.send(ServerEvent::Room(event.clone()));
+                    let _ = peer.events.send(Box::new(ServerEvent::Room(event.clone())));
                 }
                 if let Some(remote) = self.remotes.get(participant) {
                     let _ = remote.out.try_send(RemoteOut::Event(event.clone()));
@@ -1641,7 +1640,7 @@ impl Peer {
         if self.pending.is_some() {
             self.renegotiate = true;
         } else if let Some(offer) = self.offer(false) {
-            let _ = self.events.send(ServerEvent::Offer(offer));
+            let _ = self.events.send(Box::new(ServerEvent::Offer(offer)));
         }
     }
 
