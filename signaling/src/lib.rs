@@ -433,9 +433,10 @@ async fn upgrade(
     };
     match ws {
         // Small socket buffers: tungstenite's default 128 KiB read buffer, filled on the first
-        // read, was most of an idle session's memory (188 KiB per session for 10 000).
+        // read, was most of an idle session's memory (188 KiB per session for 10 000); the
+        // largest client message (an SDP answer) is read in a few chunks of 2 KiB.
         Ok(ws) => ws
-            .read_buffer_size(4096)
+            .read_buffer_size(2048)
             .write_buffer_size(0)
             .max_message_size(MAX_CLIENT_MESSAGE)
             .on_upgrade(move |socket| serve_socket(signaling, claims, socket)),
@@ -594,14 +595,19 @@ where
     // Messages this session sent and was acknowledged for: their own echo is not delivered.
     let mut acked: VecDeque<MessageId> = VecDeque::new();
     let mut frames = frames;
-    let mut open = send(&mut sink, &hello).await
-        && send(&mut sink, &ServerMessage::Offer { sdp: offer }).await;
+    // The hello (with the room's roster) and the offer are not kept for the session's life.
+    let mut open = send(&mut sink, &hello).await;
+    drop(hello);
+    open = open && send(&mut sink, &ServerMessage::Offer { sdp: offer }).await;
     let mut kicked = false;
     while open {
         tokio::select! {
             frame = frames.next() => match frame {
                 Some(Frame::Text(text)) => {
-                    for reply in handle_client(&signaling, &claims, &text).await {
+                    // Boxed, like the chat handler below: their futures (database queries
+                    // among them) would otherwise make every idle session's task kilobytes
+                    // bigger.
+                    for reply in Box::pin(handle_client(&signaling, &claims, &text)).await {
                         open &= send(&mut sink, &reply).await;
                     }
                 }
@@ -617,7 +623,7 @@ where
                     open = false;
                 }
                 ServerEvent::ChatData(text) => {
-                    let reply = handle_chat(&signaling, &claims, &text, &mut acked).await;
+                    let reply = Box::pin(handle_chat(&signaling, &claims, &text, &mut acked)).await;
                     if let Ok(json) = serde_json::to_string(&reply) {
                         media.send_chat(participant, json);
                     }
