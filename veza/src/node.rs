@@ -165,6 +165,7 @@ impl MediaNode {
                 state.hosted.clone_from(&rooms);
             }
             Err(err) => {
+                self.inner.media.metrics().registry_failure();
                 if !state.failing {
                     tracing::warn!(%err, "node registry unreachable; the cascade keeps its links");
                 }
@@ -177,6 +178,7 @@ impl MediaNode {
                     relay.sync(room, &[]);
                 }
             }
+            self.inner.media.metrics().set_cascade_pulls(relay.len());
         }
     }
 

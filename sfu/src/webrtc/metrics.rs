@@ -92,6 +92,8 @@ pub struct MediaMetrics {
     quic_datagrams: IntCounter,
     quic_stale: IntCounter,
     quic_rtt: Histogram,
+    cascade_pulls: IntGauge,
+    registry_failures: IntCounter,
 }
 
 impl Default for MediaMetrics {
@@ -243,6 +245,14 @@ impl MediaMetrics {
                     0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 ],
             ),
+            cascade_pulls: gauge(
+                "veza_cascade_pulls",
+                "Rooms pulled from other media nodes (one per room and node)",
+            ),
+            registry_failures: counter(
+                "veza_registry_failures_total",
+                "Heartbeats of this media node the node registry (Redis) did not take",
+            ),
         };
         metrics
             .register(&metrics.own)
@@ -275,12 +285,24 @@ impl MediaMetrics {
             Box::new(self.quic_datagrams.clone()),
             Box::new(self.quic_stale.clone()),
             Box::new(self.quic_rtt.clone()),
+            Box::new(self.cascade_pulls.clone()),
+            Box::new(self.registry_failures.clone()),
         ]
     }
 
     /// A packet for a QUIC participant dropped because its session fell behind.
     pub fn dropped_backlog(&self) {
         self.dropped_backlog.inc();
+    }
+
+    /// How many cascade pulls run now.
+    pub fn set_cascade_pulls(&self, pulls: usize) {
+        self.cascade_pulls.set(as_gauge(pulls as u64));
+    }
+
+    /// A heartbeat the node registry did not take.
+    pub fn registry_failure(&self) {
+        self.registry_failures.inc();
     }
 
     /// Packets forwarded so far, over every transport (for the node's load report).
@@ -458,6 +480,8 @@ mod tests {
         "veza_quic_datagrams_sent_total",
         "veza_quic_groups_dropped_stale_total",
         "veza_quic_rtt_seconds",
+        "veza_cascade_pulls",
+        "veza_registry_failures_total",
     ];
 
     fn render(registry: &Registry) -> String {
