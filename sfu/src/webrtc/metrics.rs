@@ -456,7 +456,7 @@ mod tests {
     use crate::engine::Dropped;
 
     /// Every metric name, as rendered.
-    const NAMES: [&str; 23] = [
+    const NAMES: [&str; 25] = [
         "veza_media_rooms",
         "veza_media_participants",
         "veza_media_tracks",
