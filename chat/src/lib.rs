@@ -58,6 +58,7 @@ pub mod bus;
 mod config;
 mod error;
 mod rate;
+pub mod testing;
 mod validate;
 
 use std::sync::{Arc, Mutex, PoisonError};

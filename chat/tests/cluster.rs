@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
+use veza_chat::testing::NatsServer;
 use veza_chat::{ChatBus, ChatConfig, ChatPage, ChatService, Sender};
 use veza_proto::chat::ChatEvent;
 use veza_proto::{Role, RoomId, UserId, Visibility};
@@ -213,50 +213,6 @@ async fn malformed_messages_are_dropped() {
     );
     quiet(&mut rx, "room").await;
     quiet(&mut elsewhere, "other room").await;
-}
-
-/// A `nats-server` of the test's own, killed with it.
-struct NatsServer {
-    port: u16,
-    child: Child,
-}
-
-impl NatsServer {
-    async fn start(port: Option<u16>) -> Self {
-        let port = port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port()
-        });
-        let program = std::env::var("VEZA_TEST_NATS_SERVER")
-            .unwrap_or_else(|_| "/usr/sbin/nats-server".to_owned());
-        let child = Command::new(program)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("nats-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn stop(mut self) -> u16 {
-        self.child.kill().await.expect("kill nats-server");
-        self.port
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

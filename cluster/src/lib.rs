@@ -45,6 +45,7 @@
 //! ```
 
 mod error;
+pub mod nats;
 pub mod rate_limit;
 mod redis_conn;
 pub mod registry;

@@ -113,21 +113,56 @@ impl Cluster {
     }
 
     async fn loadtest(&self, args: &[&str]) -> Value {
-        let base = self.api.base_url();
-        let mut all = vec!["loadtest", "--server", base.as_str(), "--json"];
-        all.extend_from_slice(args);
-        let output = run_veza(&all, &[]).await;
-        assert!(
-            output.status.success(),
-            "veza {}: {}\n{}",
-            all.join(" "),
-            describe(&output),
-            self.logs()
-        );
-        let report = last_json_line(&output);
-        println!("{}: {report}", args.join(" "));
-        report
+        loadtest(&self.api.base_url(), args)
+            .await
+            .unwrap_or_else(|failed| panic!("{failed}\n{}", self.logs()))
     }
+}
+
+/// Runs `veza loadtest --server <base> --json <args>`; its report, or why it failed.
+async fn loadtest(base: &str, args: &[&str]) -> Result<Value, String> {
+    let mut all = vec!["loadtest", "--server", base, "--json"];
+    all.extend_from_slice(args);
+    let output = run_veza(&all, &[]).await;
+    if !output.status.success() {
+        return Err(format!("veza {}: {}", all.join(" "), describe(&output)));
+    }
+    let report = last_json_line(&output);
+    println!("{}: {report}", args.join(" "));
+    Ok(report)
+}
+
+/// One room, one publisher, two subscribers (on the two other nodes).
+fn media_run(transport: &'static str, duration: &'static str) -> [&'static str; 10] {
+    [
+        "--transport",
+        transport,
+        "--rooms",
+        "1",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "2",
+        "--duration",
+        duration,
+    ]
+}
+
+/// One room, two chat senders and two receivers spread over the nodes.
+fn chat_run(duration: &'static str) -> [&'static str; 11] {
+    [
+        "--chat",
+        "--rooms",
+        "1",
+        "--senders",
+        "2",
+        "--receivers",
+        "2",
+        "--rate",
+        "6",
+        "--duration",
+        duration,
+    ]
 }
 
 /// Checks a media report: everyone connected, about 50 packets/s per subscriber, little loss.
@@ -160,20 +195,7 @@ async fn a_room_spans_three_nodes_over_webrtc_and_quic_with_one_chat_order() {
 
     // One publisher and two subscribers, one per node: both subscribers hear the publisher
     // through the cascade.
-    let webrtc = cluster
-        .loadtest(&[
-            "--transport",
-            "webrtc",
-            "--rooms",
-            "1",
-            "--publishers",
-            "1",
-            "--subscribers",
-            "2",
-            "--duration",
-            "4s",
-        ])
-        .await;
+    let webrtc = cluster.loadtest(&media_run("webrtc", "4s")).await;
     assert_media(&webrtc, 2.0, 0.05, "webrtc");
     let pulling = cluster
         .media
@@ -187,39 +209,12 @@ async fn a_room_spans_three_nodes_over_webrtc_and_quic_with_one_chat_order() {
         cluster.logs()
     );
 
-    let quic = cluster
-        .loadtest(&[
-            "--transport",
-            "quic",
-            "--rooms",
-            "1",
-            "--publishers",
-            "1",
-            "--subscribers",
-            "2",
-            "--duration",
-            "4s",
-        ])
-        .await;
+    let quic = cluster.loadtest(&media_run("quic", "4s")).await;
     assert_media(&quic, 2.0, 0.05, "quic");
 
     // Two senders and two receivers spread over the nodes: every receiver gets every message,
     // in sequence order, with no gap and no duplicate.
-    let chat = cluster
-        .loadtest(&[
-            "--chat",
-            "--rooms",
-            "1",
-            "--senders",
-            "2",
-            "--receivers",
-            "2",
-            "--rate",
-            "6",
-            "--duration",
-            "4s",
-        ])
-        .await;
+    let chat = cluster.loadtest(&chat_run("4s")).await;
     assert_chat(&chat, "chat");
 }
 
@@ -240,42 +235,14 @@ async fn media_and_chat_survive_redis_and_nats_restarts() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         nats.start();
     };
-    let run = |args: Vec<&'static str>| {
-        let base = base.clone();
-        async move {
-            let mut all = vec!["loadtest", "--server", base.as_str(), "--json"];
-            all.extend(args);
-            let output = run_veza(&all, &[]).await;
-            assert!(output.status.success(), "{}", describe(&output));
-            last_json_line(&output)
-        }
-    };
-    let media = run(vec![
-        "--transport",
-        "quic",
-        "--rooms",
-        "1",
-        "--publishers",
-        "1",
-        "--subscribers",
-        "2",
-        "--duration",
-        "14s",
-    ]);
-    let chat = run(vec![
-        "--chat",
-        "--rooms",
-        "1",
-        "--senders",
-        "2",
-        "--receivers",
-        "2",
-        "--rate",
-        "6",
-        "--duration",
-        "14s",
-    ]);
+    let (media_args, chat_args) = (media_run("quic", "14s"), chat_run("14s"));
+    let media = loadtest(&base, &media_args);
+    let chat = loadtest(&base, &chat_args);
     let ((), media, chat) = tokio::join!(restarts, media, chat);
+    let (media, chat) = match (media, chat) {
+        (Ok(media), Ok(chat)) => (media, chat),
+        (Err(failed), _) | (_, Err(failed)) => panic!("{failed}\n{}", cluster.logs()),
+    };
     println!("media: {media}\nchat: {chat}");
     let context = cluster.logs();
     assert_media(

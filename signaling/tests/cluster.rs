@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use veza_chat::testing::NatsServer;
 use veza_proto::signal::{ParticipantInfo, ServerMessage, Speaker};
 use veza_proto::{MEDIA_AUDIENCE, MediaClaims, ParticipantId, Role, RoomId, UserId};
 use veza_sfu::engine::Config;
@@ -455,50 +455,6 @@ async fn a_node_announces_its_members_and_answers_roster_requests() {
         "announced after {:?}",
         rosters[1]
     );
-}
-
-/// A `nats-server` of the test's own, killed with it.
-struct NatsServer {
-    port: u16,
-    child: Child,
-}
-
-impl NatsServer {
-    async fn start(port: Option<u16>) -> Self {
-        let port = port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port()
-        });
-        let program = std::env::var("VEZA_TEST_NATS_SERVER")
-            .unwrap_or_else(|_| "/usr/sbin/nats-server".to_owned());
-        let child = Command::new(program)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("nats-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn stop(mut self) -> u16 {
-        self.child.kill().await.expect("kill nats-server");
-        self.port
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

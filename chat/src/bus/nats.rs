@@ -125,30 +125,7 @@ impl NatsBus {
         url: &str,
         store: Store,
     ) -> Result<Self, NatsBusError> {
-        let connected = Arc::new(Notify::new());
-        let notify = Arc::clone(&connected);
-        let client = options
-            .no_echo()
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis(100 * attempts.saturating_sub(1).min(10) as u64)
-            })
-            .event_callback(move |event| {
-                let notify = Arc::clone(&notify);
-                async move {
-                    match event {
-                        async_nats::Event::Connected => {
-                            tracing::info!("chat bus: connected to NATS");
-                            notify.notify_one();
-                        }
-                        async_nats::Event::Disconnected => {
-                            tracing::warn!("chat bus: disconnected from NATS");
-                        }
-                        other => tracing::debug!(event = %other, "chat bus: NATS event"),
-                    }
-                }
-            })
-            .connect(url)
-            .await?;
+        let (client, connected) = veza_cluster::nats::connect(options, url, "chat").await?;
         let subscriber = client.subscribe(format!("{SUBJECT_PREFIX}*")).await?;
         let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
         let shared = Arc::new(Shared {
