@@ -533,6 +533,22 @@ async fn bad_input() {
     .await;
     good.assert_flowing("SETUP problems").await;
 
+    // 7b. Cascade credentials (another media node pulling the room): this node has no cluster
+    // secret, so any is refused; the session is not a participant.
+    let conn = raw_session(
+        &endpoint,
+        &format!("/room/{}?cascade=v1.node-x.99999999999.00", room.id),
+    )
+    .await;
+    expect_closed(
+        "a cascade token on a node without a cluster secret",
+        &conn,
+        close_codes::UNAUTHORIZED,
+        "takes no cascade sessions",
+    )
+    .await;
+    good.assert_flowing("a cascade token").await;
+
     // 8. Bad tokens: a forged signature, a token of another room, an expired one (minted with
     // the server's key), not a token at all.
     let token = &good_listener.token;
