@@ -536,6 +536,8 @@ async function rejoin(reason) {
       for (const m of history.messages.reverse()) addMessage(m, call.seen);
     } catch (err) {
       $("#room-error").textContent = err.message;
+      // Refused for good (banned, room deleted): stop. Unreachable, 429 or 503: try again.
+      if (err.status >= 400 && err.status < 500 && err.status !== 429) return;
       await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 5000)));
     }
   }

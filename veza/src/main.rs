@@ -191,9 +191,23 @@ fn main() -> anyhow::Result<()> {
                  (or run everything with `veza serve`)"
             );
         }
+        // Placement may put one room on several media nodes; without the secret they could
+        // not cascade it, and people on different nodes would not hear each other.
+        if role == Role::Media && config.cluster_secret.is_none() {
+            anyhow::bail!(
+                "`veza media` needs VEZA_CLUSTER_SECRET (the same on every media node) to \
+                 cascade rooms between nodes"
+            );
+        }
     }
     config.validate().context("invalid configuration")?;
     init_logging(config.log_format);
+    if config.redis_url.is_some() && config.cluster_secret.is_none() {
+        tracing::warn!(
+            "REDIS_URL without VEZA_CLUSTER_SECRET: rooms placed on several nodes are not \
+             cascaded between them"
+        );
+    }
     for name in unknown_env {
         tracing::warn!(variable = %name, "unknown VEZA_ environment variable ignored");
     }

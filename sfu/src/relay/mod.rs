@@ -135,12 +135,25 @@ async fn pull(inner: Arc<Inner>, room: RoomId, peer: Peer) {
         let token = inner.key.sign(&inner.node, room);
         match veza_moq::session::dial(&url, &format!("cascade={token}"), peer.sha256).await {
             Ok(session) => {
-                let reason = relay_session(&inner.media, room, &session).await;
+                // Closed however this ends, the task aborted included: the session's own
+                // tasks and keep-alives would otherwise keep it (and the peer's sending) alive.
+                let session = ClosesOnDrop(session);
+                let reason = relay_session(&inner.media, room, &session.0).await;
                 tracing::info!(%room, peer = %peer.id, reason, "cascade: session ended");
             }
             Err(err) => tracing::warn!(%room, peer = %peer.id, %err, "cascade: cannot dial"),
         }
         tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// A pull's session, closed when dropped.
+struct ClosesOnDrop(Session);
+
+impl Drop for ClosesOnDrop {
+    fn drop(&mut self) {
+        self.0
+            .close(veza_moq::code::session::NO_ERROR, "cascade pull stopped");
     }
 }
 
@@ -236,17 +249,18 @@ async fn relay_session(media: &MediaServer, room: RoomId, session: &Session) -> 
             media.detach(participant, out);
             continue;
         }
-        let receiver = tokio::spawn(receive_audio(
+        let receive = receive_audio(
             subscriber.clone(),
             announcement.path.clone(),
             media.clone(),
             participant,
-        ));
-        // A relayed publisher receives nothing; its events are only drained.
+        );
+        // A relayed publisher receives nothing; its events are only drained. One task for
+        // both, so aborting it stops the receiving too.
         let task = tokio::spawn(async move {
             let drain = async { while events.recv().await.is_some() {} };
             tokio::select! {
-                _ = receiver => {}
+                () = receive => {}
                 () = drain => {}
             }
         });
