@@ -177,7 +177,12 @@ pub(super) async fn run(
                 }
                 Some(RemoteOut::Event(_)) => {}
                 Some(RemoteOut::Removed) | None => {
-                    if context.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sent_away = context
+                        .sent_away
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&participant);
+                    if sent_away {
                         session.close(codes::GOING_AWAY, "this node is draining: join again through the API");
                     } else {
                         session.close(codes::UNAUTHORIZED, "removed from the room (kicked, banned, or the same token joined again)");

@@ -83,6 +83,9 @@ struct Context {
     sessions: Sessions,
     /// Set by [`QuicServer::drain`].
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Sessions the drain removed: they close with `GOING_AWAY`; any other removal (a kick or
+    /// a ban, even during a drain) closes as unauthorized, so the client does not rejoin.
+    sent_away: Arc<Mutex<std::collections::HashSet<ParticipantId>>>,
 }
 
 /// The ALPNs we accept: raw moq-lite, and HTTP/3 for WebTransport.
@@ -142,6 +145,7 @@ impl QuicServer {
             cascade: config.cascade,
             sessions: Arc::default(),
             draining: Arc::default(),
+            sent_away: Arc::default(),
         };
         tokio::spawn(accept_loop(endpoint.clone(), context.clone()));
         Ok(Self {
@@ -208,6 +212,11 @@ impl QuicServer {
             .filter(|(_, (_, user, _))| user.is_some())
             .map(|(participant, _)| *participant)
             .collect();
+        self.context
+            .sent_away
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(clients.iter().copied());
         for participant in clients {
             self.context.media.leave(participant);
         }
