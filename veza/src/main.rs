@@ -405,7 +405,11 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     state.start_draining();
-    if let Some((local, node)) = &media {
+    // Draining sends clients to other nodes; a node without a cluster (no Redis registry)
+    // has none to send them to, and stops at once.
+    if let Some((local, node)) = &media
+        && config.redis_url.is_some()
+    {
         drain(&config, local, node).await;
     }
     let _ = stop_http.send(());
