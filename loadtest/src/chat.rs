@@ -606,9 +606,7 @@ async fn coordinate(options: &ChatOptions) -> Result<ChatReport, Error> {
     }
 
     phase_tx.send_replace("measuring");
-    let server_pid = options.server_pid.map(|pid| pid.to_string());
-    let server_cpu = server_pid.as_deref().map(proc::cpu_ticks).transpose()?;
-    let own_cpu = proc::cpu_ticks("self").ok();
+    let window = proc::Window::open(options.server_pid)?;
     let opened = clock::now_us();
     live.open_window(opened);
     if !nobody {
@@ -617,12 +615,7 @@ async fn coordinate(options: &ChatOptions) -> Result<ChatReport, Error> {
     let closed = clock::now_us();
     live.close_window(closed);
     go_tx.send_replace(false);
-    let server_cpu = match (&server_pid, server_cpu) {
-        (Some(pid), Some(before)) => Some(proc::cpu_ticks(pid)?.saturating_sub(before)),
-        _ => None,
-    };
-    let own_cpu = own_cpu.and_then(|before| Some(proc::cpu_ticks("self").ok()? - before));
-    let server_rss = server_pid.as_deref().map(proc::rss_bytes).transpose()?;
+    let usage = window.close()?;
     let duration = Duration::from_micros(closed - opened);
     if !nobody {
         phase_tx.send_replace("draining");
@@ -638,11 +631,10 @@ async fn coordinate(options: &ChatOptions) -> Result<ChatReport, Error> {
     })
     .await;
 
-    let ticks = proc::ticks_per_second() as f64;
     let mut report = ChatReport::new(options, duration);
-    report.server_cpu_seconds = server_cpu.map(|t| t as f64 / ticks);
-    report.server_rss_bytes = server_rss;
-    report.loadtest_cpu_seconds = own_cpu.map(|t| t as f64 / ticks);
+    report.server_cpu_seconds = usage.server_cpu_seconds;
+    report.server_rss_bytes = usage.server_rss_bytes;
+    report.loadtest_cpu_seconds = usage.loadtest_cpu_seconds;
     report.outcomes(&outcomes);
     Ok(report)
 }

@@ -38,6 +38,56 @@ pub fn ticks_per_second() -> u64 {
         .unwrap_or(100)
 }
 
+/// CPU time spent over a measured window by the server (when its pid is known) and by the load
+/// tool itself.
+#[derive(Debug)]
+pub struct Window {
+    server_pid: Option<String>,
+    server_start: Option<u64>,
+    own_start: Option<u64>,
+}
+
+/// What a [`Window`] measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// The server's CPU time in the window, seconds.
+    pub server_cpu_seconds: Option<f64>,
+    /// The server's resident memory at the window's end, bytes.
+    pub server_rss_bytes: Option<u64>,
+    /// The load tool's CPU time in the window, seconds.
+    pub loadtest_cpu_seconds: Option<f64>,
+}
+
+impl Window {
+    /// Starts measuring now; the server's counters must be readable if its pid is given.
+    pub fn open(server_pid: Option<u32>) -> io::Result<Self> {
+        let server_pid = server_pid.map(|pid| pid.to_string());
+        let server_start = server_pid.as_deref().map(cpu_ticks).transpose()?;
+        Ok(Self {
+            server_pid,
+            server_start,
+            own_start: cpu_ticks("self").ok(),
+        })
+    }
+
+    /// Ends the window.
+    pub fn close(self) -> io::Result<Usage> {
+        let ticks = ticks_per_second() as f64;
+        let server_cpu = match (&self.server_pid, self.server_start) {
+            (Some(pid), Some(before)) => Some(cpu_ticks(pid)?.saturating_sub(before)),
+            _ => None,
+        };
+        let own_cpu = self
+            .own_start
+            .and_then(|before| Some(cpu_ticks("self").ok()? - before));
+        Ok(Usage {
+            server_cpu_seconds: server_cpu.map(|t| t as f64 / ticks),
+            server_rss_bytes: self.server_pid.as_deref().map(rss_bytes).transpose()?,
+            loadtest_cpu_seconds: own_cpu.map(|t| t as f64 / ticks),
+        })
+    }
+}
+
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2)
 /// may hold spaces and parentheses, so fields are counted after its last `)`.
 fn parse_stat(stat: &str) -> Option<u64> {

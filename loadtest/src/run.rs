@@ -183,9 +183,7 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
 
     // The measured window.
     phase_tx.send_replace("measuring");
-    let server_pid = options.server_pid.map(|pid| pid.to_string());
-    let server_cpu = server_pid.as_deref().map(proc::cpu_ticks).transpose()?;
-    let own_cpu = proc::cpu_ticks("self").ok();
+    let window = proc::Window::open(options.server_pid)?;
     let sent_before = live.sent.load(Ordering::Relaxed);
     let opened = clock::now_us();
     live.open_window(opened);
@@ -207,12 +205,7 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
     let closed = clock::now_us();
     live.close_window(closed);
     misbehave_stop.send_replace(true);
-    let server_cpu = match (&server_pid, server_cpu) {
-        (Some(pid), Some(before)) => Some(proc::cpu_ticks(pid)?.saturating_sub(before)),
-        _ => None,
-    };
-    let own_cpu = own_cpu.and_then(|before| Some(proc::cpu_ticks("self").ok()? - before));
-    let server_rss = server_pid.as_deref().map(proc::rss_bytes).transpose()?;
+    let usage = window.close()?;
     let sent = live.sent.load(Ordering::Relaxed) - sent_before;
     let duration = Duration::from_micros(closed - opened);
 
@@ -232,7 +225,6 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
     })
     .await;
 
-    let ticks = proc::ticks_per_second() as f64;
     let mut report = Report {
         transport: options.transport,
         rooms: options.rooms,
@@ -246,9 +238,9 @@ async fn coordinate(options: &Options) -> Result<Report, Error> {
         failed: 0,
         errors: Vec::new(),
         sent_pps: sent as f64 / duration.as_secs_f64().max(1e-9),
-        server_cpu_seconds: server_cpu.map(|t| t as f64 / ticks),
-        server_rss_bytes: server_rss,
-        loadtest_cpu_seconds: own_cpu.map(|t| t as f64 / ticks),
+        server_cpu_seconds: usage.server_cpu_seconds,
+        server_rss_bytes: usage.server_rss_bytes,
+        loadtest_cpu_seconds: usage.loadtest_cpu_seconds,
         misbehaving_clients: options.misbehave,
         misbehaving: None,
     };
